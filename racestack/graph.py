@@ -1,0 +1,242 @@
+"""Graph files -> process descriptions, shared by ``racestack launch`` and launch/racestack.launch.py.
+
+A graph file names slots (tracker, planner, ppn, ...); each slot has implementations, each a list of
+nodes. ``--swap``, ``--set`` and ``--disable`` edit the resolved graph before it becomes processes.
+See docs/launching.md for the format.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from racestack.paths import resolve_share_path
+
+DEFAULT_ENVIRONMENT = {
+    "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA",
+    "PYTHONUNBUFFERED": "1",
+    "RCUTILS_COLORIZED_OUTPUT": "0",
+}
+_NODE_KEYS = {
+    "name",
+    "entry",
+    "executable",
+    "parameters",
+    "parameter_files",
+    "remappings",
+    "device",
+    "environment",
+    "args",
+    "required",
+    "threads",
+}
+
+
+class GraphError(ValueError):
+    """A graph file or an override that cannot be used; the message names the key."""
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    slot: str
+    entry: str = ""
+    executable: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    parameter_files: list[str] = field(default_factory=list)
+    remappings: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    required: bool = True
+    threads: int = 0
+
+
+@dataclass
+class Graph:
+    name: str
+    nodes: list[NodeSpec]
+    environment: dict[str, str]
+    parameters: dict[str, Any]
+    parameter_files: list[str]
+    choices: dict[str, str]
+
+
+@dataclass
+class ProcessSpec:
+    """One OS process: what both launchers start."""
+
+    name: str
+    cmd: list[str]
+    env: dict[str, str]
+    required: bool
+    params_file: str
+
+
+def load_graph_file(path: str | Path) -> dict[str, Any]:
+    path = resolve_share_path(path, "launch/graphs", ".yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise GraphError(f"graph file {path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict) or "slots" not in data:
+        raise GraphError(f"graph file {path}: missing key 'slots'")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def resolve_graph(
+    data: dict[str, Any],
+    swaps: dict[str, str] | None = None,
+    sets: dict[str, dict[str, Any]] | None = None,
+    disabled: set[str] | frozenset[str] = frozenset(),
+) -> Graph:
+    """Pick each slot's implementation (default or swapped), apply overrides, drop disabled nodes."""
+    swaps, sets = dict(swaps or {}), dict(sets or {})
+    slots = data.get("slots") or {}
+    unknown = sorted(set(swaps) - set(slots))
+    if unknown:
+        raise GraphError(f"--swap: unknown slot '{unknown[0]}' (slots: {', '.join(slots)})")
+    nodes, choices = [], {}
+    for slot, body in slots.items():
+        implementations, default = _implementations(slot, body)
+        choice = swaps.get(slot, default)
+        if choice not in implementations:
+            raise GraphError(
+                f"slot '{slot}': no implementation '{choice}' (have: {', '.join(implementations)})"
+            )
+        choices[slot] = choice
+        if slot in disabled:
+            continue
+        for raw in implementations[choice]:
+            node = _node_spec(slot, choice, raw)
+            if node.name not in disabled:
+                nodes.append(node)
+    names = [n.name for n in nodes]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise GraphError(f"node name '{dupes[0]}' used twice")
+    missing = sorted((set(sets) | set(disabled)) - set(slots) - _all_node_names(slots))
+    if missing:
+        raise GraphError(f"unknown node '{missing[0]}' (nodes: {', '.join(names)})")
+    for node in nodes:
+        node.parameters.update(sets.get(node.name, {}))
+    return Graph(
+        name=str(data.get("name", "graph")),
+        nodes=nodes,
+        environment={str(k): str(v) for k, v in (data.get("environment") or {}).items()},
+        parameters=dict(data.get("parameters") or {}),
+        parameter_files=list(data.get("parameter_files") or []),
+        choices=choices,
+    )
+
+
+def parse_overrides(
+    swap: list[str] | None, set_: list[str] | None
+) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """``--swap SLOT=IMPL`` and ``--set NODE.PARAM=VALUE`` (VALUE parsed as YAML) into dicts."""
+    swaps: dict[str, str] = {}
+    for item in swap or []:
+        slot, sep, impl = item.partition("=")
+        if not sep or not slot or not impl:
+            raise GraphError(f"--swap expects SLOT=IMPL, got '{item}'")
+        swaps[slot] = impl
+    sets: dict[str, dict[str, Any]] = {}
+    for item in set_ or []:
+        key, sep, raw = item.partition("=")
+        node, dot, param = key.partition(".")
+        if not sep or not dot or not node or not param:
+            raise GraphError(f"--set expects NODE.PARAM=VALUE, got '{item}'")
+        sets.setdefault(node, {})[param] = yaml.safe_load(raw) if raw else ""
+    return swaps, sets
+
+
+def graph_to_processes(
+    graph: Graph,
+    run_dir: str | Path,
+    python: str = sys.executable,
+    base_env: dict[str, str] | None = None,
+) -> list[ProcessSpec]:
+    """One process per node: a params file in ``run_dir`` and the ``--ros-args`` command line."""
+    run_dir = Path(run_dir)
+    (run_dir / "params").mkdir(parents=True, exist_ok=True)
+    base = dict(os.environ if base_env is None else base_env)
+    shared_files = [str(resolve_share_path(f, "config/params")) for f in graph.parameter_files]
+    processes = []
+    for node in graph.nodes:
+        params = {**graph.parameters, **node.parameters}
+        params_file = run_dir / "params" / f"{node.name}.yaml"
+        params_file.write_text(yaml.safe_dump({node.name: {"ros__parameters": params}}, sort_keys=True))
+        if node.executable:
+            cmd = [node.executable]
+        else:
+            cmd = [python, "-m", "racestack.entry", node.entry]
+        cmd += [*node.args, "--ros-args", "-r", f"__node:={node.name}"]
+        for path in shared_files + [str(resolve_share_path(f, "config/params")) for f in node.parameter_files]:
+            cmd += ["--params-file", path]
+        cmd += ["--params-file", str(params_file)]
+        for src, dst in node.remappings.items():
+            cmd += ["-r", f"{src}:={dst}"]
+        env = {**base, **DEFAULT_ENVIRONMENT, **graph.environment, **node.environment}
+        if node.threads:
+            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RACESTACK_THREADS"):
+                env[var] = str(node.threads)
+        processes.append(
+            ProcessSpec(name=node.name, cmd=cmd, env=env, required=node.required, params_file=str(params_file))
+        )
+    return processes
+
+
+def _implementations(slot: str, body: Any) -> tuple[dict[str, list[dict]], str]:
+    if isinstance(body, dict) and "implementations" in body:
+        impls = body["implementations"]
+        if not isinstance(impls, dict) or not impls:
+            raise GraphError(f"slot '{slot}': 'implementations' must be a non-empty mapping")
+        impls = {k: (v if isinstance(v, list) else [v]) for k, v in impls.items()}
+        default = str(body.get("default", next(iter(impls))))
+        return impls, default
+    if isinstance(body, dict | list):
+        return {"default": body if isinstance(body, list) else [body]}, "default"
+    raise GraphError(f"slot '{slot}': expected a node, a list of nodes or 'implementations'")
+
+
+def _all_node_names(slots: dict[str, Any]) -> set[str]:
+    names = set()
+    for slot, body in slots.items():
+        implementations, _ = _implementations(slot, body)
+        names |= {str(raw.get("name", "")) for nodes in implementations.values() for raw in nodes}
+    return names
+
+
+def _node_spec(slot: str, impl: str, raw: Any) -> NodeSpec:
+    where = f"slot '{slot}', implementation '{impl}'"
+    if not isinstance(raw, dict):
+        raise GraphError(f"{where}: a node must be a mapping")
+    unknown = sorted(set(raw) - _NODE_KEYS)
+    if unknown:
+        raise GraphError(f"{where}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(_NODE_KEYS))})")
+    if "name" not in raw:
+        raise GraphError(f"{where}: missing key 'name'")
+    if not raw.get("entry") and not raw.get("executable"):
+        raise GraphError(f"{where}, node '{raw['name']}': missing key 'entry' (or 'executable')")
+    params = copy.deepcopy(raw.get("parameters") or {})
+    if "device" in raw:
+        params["device"] = str(raw["device"])
+    return NodeSpec(
+        name=str(raw["name"]),
+        slot=slot,
+        entry=str(raw.get("entry", "")),
+        executable=str(raw.get("executable", "")),
+        parameters=params,
+        parameter_files=list(raw.get("parameter_files") or []),
+        remappings={str(k): str(v) for k, v in (raw.get("remappings") or {}).items()},
+        environment={str(k): str(v) for k, v in (raw.get("environment") or {}).items()},
+        args=[str(a) for a in raw.get("args") or []],
+        required=bool(raw.get("required", True)),
+        threads=int(raw.get("threads", 0)),
+    )

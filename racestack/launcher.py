@@ -1,0 +1,208 @@
+"""``racestack launch``: every node of a graph in its own OS process, logs prefixed, clean stop.
+
+A node that dies is reported with its exit code and last log lines; a required node's death stops
+the whole launch (exit 1) instead of leaving a half-working stack running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from racestack.graph import (
+    GraphError,
+    ProcessSpec,
+    graph_to_processes,
+    load_graph_file,
+    parse_overrides,
+    resolve_graph,
+)
+
+STOP_GRACE_S = 3.0
+KILL_GRACE_S = 1.5
+
+
+@dataclass
+class NodeProcess:
+    spec: ProcessSpec
+    popen: subprocess.Popen
+    tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=25))
+    reader: threading.Thread | None = None
+    reported: bool = False
+
+
+class LaunchSession:
+    """Starts process specs, streams their output, watches for deaths, stops them all."""
+
+    def __init__(self, processes: list[ProcessSpec], echo: Callable[[str], None] | None = None) -> None:
+        self.specs = processes
+        self.echo = echo or (lambda line: print(line, flush=True))
+        self.nodes: list[NodeProcess] = []
+        self.failures: list[str] = []
+
+    def start(self) -> LaunchSession:
+        for spec in self.specs:
+            popen = subprocess.Popen(
+                spec.cmd,
+                env=spec.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                text=True,
+                errors="replace",
+                bufsize=1,
+            )
+            node = NodeProcess(spec=spec, popen=popen)
+            node.reader = threading.Thread(target=self._pump, args=(node,), daemon=True)
+            node.reader.start()
+            self.nodes.append(node)
+        return self
+
+    def _pump(self, node: NodeProcess) -> None:
+        width = max(len(n.name) for n in self.specs)
+        for line in node.popen.stdout:
+            line = line.rstrip("\n")
+            node.tail.append(line)
+            self.echo(f"[{node.spec.name:<{width}}] {line}")
+
+    def check(self) -> list[NodeProcess]:
+        """Newly exited nodes, each reported once with its exit code and last lines."""
+        dead = []
+        for node in self.nodes:
+            code = node.popen.poll()
+            if code is None or node.reported:
+                continue
+            node.reported = True
+            if node.reader is not None:
+                node.reader.join(timeout=1.0)
+            last = "\n    ".join(list(node.tail)[-10:]) or "(no output)"
+            report = f"node '{node.spec.name}' exited with code {code}; last lines:\n    {last}"
+            self.failures.append(report)
+            self.echo(f"[racestack launch] {report}")
+            dead.append(node)
+        return dead
+
+    def running(self) -> list[str]:
+        return [n.spec.name for n in self.nodes if n.popen.poll() is None]
+
+    def wait(self, duration_s: float | None = None, poll_s: float = 0.1) -> int:
+        """Run until a required node dies (1), all nodes end (0 or 1), or ``duration_s`` passes (0)."""
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        while deadline is None or time.monotonic() < deadline:
+            dead = self.check()
+            if any(n.spec.required for n in dead):
+                return 1
+            if not self.running():
+                return 1 if self.failures else 0
+            time.sleep(poll_s)
+        return 0
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """SIGINT to every node, SIGTERM after ``grace_s``, SIGKILL after that."""
+        for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 2.0)):
+            alive = [n for n in self.nodes if n.popen.poll() is None]
+            if not alive:
+                break
+            for node in alive:
+                _signal_group(node.popen, sig)
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and any(n.popen.poll() is None for n in alive):
+                time.sleep(0.02)
+        for node in self.nodes:
+            node.reported = True
+            if node.reader is not None:
+                node.reader.join(timeout=1.0)
+
+    def __enter__(self) -> LaunchSession:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _signal_group(popen: subprocess.Popen, sig: signal.Signals) -> None:
+    try:
+        os.killpg(popen.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def build_processes(args: argparse.Namespace, run_dir: str | Path) -> list[ProcessSpec]:
+    """The processes a ``racestack launch`` command line describes."""
+    swaps, sets = parse_overrides(args.swap, args.set)
+    graph = resolve_graph(load_graph_file(args.graph), swaps, sets, set(args.disable or []))
+    processes = graph_to_processes(graph, run_dir)
+    if args.transport:
+        for spec in processes:
+            spec.env["FASTDDS_BUILTIN_TRANSPORTS"] = args.transport
+    return processes
+
+
+def add_graph_arguments(parser: argparse.ArgumentParser, default_graph: str = "default") -> None:
+    """The graph options every command that starts the stack shares (launch, demo, evaluate, ablate)."""
+    parser.add_argument("graph", nargs="?", default=default_graph, help="graph file or name in launch/graphs")
+    parser.add_argument("--swap", action="append", metavar="SLOT=IMPL", help="use another implementation")
+    parser.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help="override a parameter")
+    parser.add_argument("--disable", action="append", metavar="NODE", help="leave a node (or slot) out")
+    parser.add_argument(
+        "--transport",
+        default="",
+        help="FASTDDS_BUILTIN_TRANSPORTS for every node (default LARGE_DATA, from the graph)",
+    )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_graph_arguments(parser)
+    parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir = tempfile.mkdtemp(prefix="racestack-launch-")
+    try:
+        processes = build_processes(args, run_dir)
+    except (GraphError, FileNotFoundError) as exc:
+        print(f"racestack launch: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for spec in processes:
+            env = " ".join(f"{k}={v}" for k, v in sorted(spec.env.items()) if k not in os.environ)
+            print(f"# {spec.name}\n{env} {subprocess.list2cmdline(spec.cmd)}".strip())
+        return 0
+    session = LaunchSession(processes)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    session.start()
+    print(f"[racestack launch] started {len(processes)} node(s): {', '.join(p.name for p in processes)}")
+    code = 0
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    while not stop.is_set():
+        dead = session.check()
+        if any(n.spec.required for n in dead):
+            code = 1
+            break
+        if not session.running():
+            code = 1 if session.failures else 0
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        stop.wait(0.1)
+    session.stop()
+    print(f"[racestack launch] stopped ({'failure' if code else 'clean'})")
+    return code

@@ -1,0 +1,255 @@
+"""The base every racestack node shares: validated parameters, QoS presets, diagnostics, shutdown.
+
+A node subclasses ``RacestackNode``, lists its ``Param`` specs, and wraps each frame in
+``with self.frame(header.stamp):`` so processing time and input age land in /diagnostics. Bad input
+goes through ``self.reject(reason, detail)``: counted per reason, logged rate-limited, frame dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
+
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from racestack.errors import InputError, ParameterError, StartupError
+from racestack.params import Param, validate
+from racestack.stats import NodeMonitor, StampGuard, Throttle
+
+COMMON_PARAMS: tuple[Param, ...] = (
+    Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min=0.05, max=60.0),
+    Param("warn_period", 5.0, "Seconds between repeated warnings of one kind.", min=0.0, max=3600.0),
+    Param(
+        "max_input_age",
+        1.0,
+        "Inputs older than this (s, node clock) are rejected as stale; 0 disables the check.",
+        min=0.0,
+    ),
+    Param("stats_window", 500, "Frames in the rolling p50/p99 window.", min=10, max=100000),
+)
+
+
+def sensor_qos(depth: int = 1) -> QoSProfile:
+    """Subscriptions to sensor streams: newest frame only, never wait for a late one."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+def result_qos(depth: int = 5) -> QoSProfile:
+    """Results between nodes and sensor publishers: reliable, so subscribers may choose either."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+def latched_qos() -> QoSProfile:
+    """Rarely changing data (track geometry, camera info) that late joiners must still receive."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
+
+
+def stamp_to_ns(stamp: Time) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int) -> Time:
+    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+
+
+class RacestackNode(Node):
+    """rclpy node with declared+validated parameters, diagnostics and rate-limited rejections."""
+
+    def __init__(self, name: str, params: Sequence[Param], **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self._specs = {p.name: p for p in (*COMMON_PARAMS, *params)}
+        self.p = SimpleNamespace(**{spec.name: self._declare(spec) for spec in self._specs.values()})
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.monitor = NodeMonitor(window=self.p.stats_window)
+        self._throttle = Throttle(self.p.warn_period)
+        self.stamps = StampGuard(max_age_s=self.p.max_input_age)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", result_qos(10))
+        self._diag_timer = self.create_timer(self.p.diagnostics_period, self.publish_diagnostics)
+        self._extra_diagnostics: list[Callable[[], dict[str, str]]] = []
+
+    # -- parameters -------------------------------------------------------------------------
+
+    def _declare(self, spec: Param) -> Any:
+        descriptor = ParameterDescriptor(
+            description=spec.description,
+            read_only=spec.read_only,
+            additional_constraints=spec.constraints_text(),
+        )
+        if spec.min is not None or spec.max is not None:
+            if spec.kind is float:
+                descriptor.floating_point_range = [
+                    FloatingPointRange(
+                        from_value=float(spec.min if spec.min is not None else -sys.float_info.max),
+                        to_value=float(spec.max if spec.max is not None else sys.float_info.max),
+                    )
+                ]
+            elif spec.kind is int:
+                descriptor.integer_range = [
+                    IntegerRange(
+                        from_value=int(spec.min if spec.min is not None else -(2**63)),
+                        to_value=int(spec.max if spec.max is not None else 2**63 - 1),
+                    )
+                ]
+        default: Any = spec.default
+        if isinstance(spec.default, list | tuple):
+            descriptor.type = _ARRAY_TYPES.get(spec.item_type, ParameterType.PARAMETER_DOUBLE_ARRAY)
+            default = list(spec.default) or None
+        try:
+            value = self.declare_parameter(spec.name, default, descriptor).value
+        except Exception as exc:
+            raise ParameterError(spec.name, str(exc)) from exc
+        if value is None:
+            value = list(spec.default)
+        return validate(spec, list(value) if isinstance(value, list | tuple) else value)
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        for parameter in parameters:
+            spec = self._specs.get(parameter.name)
+            if spec is None:
+                continue
+            try:
+                value = validate(spec, parameter.value)
+            except ParameterError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            setattr(self.p, spec.name, value)
+        return SetParametersResult(successful=True)
+
+    # -- bad input and diagnostics ------------------------------------------------------------
+
+    def warn_limited(self, key: str, text: str) -> None:
+        """A warning logged at most once per ``warn_period`` for ``key``."""
+        allowed, suppressed = self._throttle.allow(key)
+        if allowed:
+            more = f" ({suppressed} more since the last report)" if suppressed else ""
+            self.get_logger().warning(text + more)
+
+    def reject(self, reason: str, detail: str, topic: str = "") -> None:
+        """Drop a frame: count it under ``reason`` and warn (rate-limited)."""
+        self.monitor.rejected[reason] += 1
+        where = f" on {topic}" if topic else ""
+        self.warn_limited(f"reject:{reason}", f"dropped input{where}: {reason}: {detail}")
+
+    def reject_error(self, error: InputError, topic: str = "") -> None:
+        self.reject(error.reason, error.detail, topic)
+
+    def count(self, key: str, amount: int = 1) -> None:
+        self.monitor.counters[key] += amount
+
+    def accept_stamp(self, stream: str, stamp: Time, on_time_jump: Callable[[], None] | None = None) -> bool:
+        """True if the stamp is usable; rejects stale/out-of-order ones; resets state on a jump back."""
+        now_ns = self.get_clock().now().nanoseconds
+        stamp_ns = stamp_to_ns(stamp)
+        verdict = self.stamps.check(stream, stamp_ns, now_ns)
+        if verdict is None:
+            return True
+        if verdict == "time_jump":
+            self.count("time_jumps")
+            self.get_logger().info(f"time jumped back on {stream}: state reset")
+            if on_time_jump is not None:
+                on_time_jump()
+            return True
+        age_s = (now_ns - stamp_ns) / 1e9
+        hint = " (is use_sim_time set for replayed data?)" if verdict == "stale" and age_s > 60 else ""
+        self.reject(verdict, f"stamp {stamp_ns / 1e9:.3f} s, age {age_s:.3f} s{hint}", stream)
+        return False
+
+    @contextmanager
+    def frame(self, stamp: Time | None = None) -> Iterator[None]:
+        """Times the enclosed processing; records input age (clock now - stamp) when it ends."""
+        start = time.perf_counter()
+        yield
+        self.monitor.processing_ms.add((time.perf_counter() - start) * 1e3)
+        if stamp is not None:
+            age_ns = self.get_clock().now().nanoseconds - stamp_to_ns(stamp)
+            self.monitor.input_age_ms.add(age_ns / 1e6)
+        self.monitor.counters["frames"] += 1
+
+    def add_diagnostics(self, source: Callable[[], dict[str, str]]) -> None:
+        """Extra key/values for this node's diagnostic status (backend, model, fallbacks...)."""
+        self._extra_diagnostics.append(source)
+
+    def publish_diagnostics(self) -> None:
+        values = self.monitor.report()
+        for source in self._extra_diagnostics:
+            values.update(source())
+        rejected = int(values.get("rejected", "0"))
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.WARN if rejected else DiagnosticStatus.OK,
+            name=self.get_fully_qualified_name(),
+            hardware_id=os.uname().nodename,
+            message=f"{values.get('frames', '0')} frames, {rejected} rejected",
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
+
+
+_ARRAY_TYPES = {
+    float: ParameterType.PARAMETER_DOUBLE_ARRAY,
+    int: ParameterType.PARAMETER_INTEGER_ARRAY,
+    str: ParameterType.PARAMETER_STRING_ARRAY,
+    bool: ParameterType.PARAMETER_BOOL_ARRAY,
+}
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
+    """Spin one node until SIGINT/SIGTERM; start-up errors are printed naming the culprit (exit 2)."""
+    rclpy.init(args=sys.argv if args is None else args)
+    node = None
+    try:
+        node = factory()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except StartupError as exc:
+        print(f"[racestack] start-up error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def node_main(factory: Callable[[], Node]) -> Callable[[], None]:
+    """A console-script entry point for a node class."""
+
+    def main() -> None:
+        sys.exit(run_node(factory))
+
+    return main

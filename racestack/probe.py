@@ -1,0 +1,123 @@
+"""A background rclpy node for tools and tests: publish inputs, collect outputs, wait for conditions.
+
+Used by the tests (the stack runs in other processes), the benchmarks and the evaluation tools.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+
+from racestack.node import result_qos
+
+
+@dataclass
+class Received:
+    """A message and the wall/monotonic time it arrived."""
+
+    msg: Any
+    wall_ns: int
+    mono_ns: int = 0
+
+
+@dataclass
+class Collector:
+    items: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    keep: int = 0
+
+    def add(self, msg: Any) -> None:
+        item = Received(msg=msg, wall_ns=time.time_ns(), mono_ns=time.monotonic_ns())
+        with self.lock:
+            self.items.append(item)
+            if self.keep and len(self.items) > self.keep:
+                del self.items[0]
+
+    def snapshot(self) -> list[Received]:
+        with self.lock:
+            return list(self.items)
+
+    def messages(self) -> list[Any]:
+        return [r.msg for r in self.snapshot()]
+
+
+class Probe:
+    """An rclpy node spinning in its own context and thread."""
+
+    def __init__(self, name: str = "racestack_probe", parameters: list | None = None) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = Node(name, context=self.context, parameter_overrides=parameters or [])
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._publishers: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:
+            if self.context.ok():
+                raise
+
+    def publisher(self, msg_type: type, topic: str, qos: QoSProfile | None = None):
+        if topic not in self._publishers:
+            self._publishers[topic] = self.node.create_publisher(msg_type, topic, qos or result_qos(10))
+        return self._publishers[topic]
+
+    def publish(self, topic: str, msg: Any, qos: QoSProfile | None = None) -> None:
+        self.publisher(type(msg), topic, qos).publish(msg)
+
+    def collect(
+        self,
+        msg_type: type,
+        topic: str,
+        qos: QoSProfile | None = None,
+        keep: int = 0,
+        callback: Callable[[Any], None] | None = None,
+    ) -> Collector:
+        collector = Collector(keep=keep)
+
+        def on_msg(msg: Any) -> None:
+            collector.add(msg)
+            if callback is not None:
+                callback(msg)
+
+        self.node.create_subscription(msg_type, topic, on_msg, qos or result_qos(10))
+        return collector
+
+    def wait_for(self, predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(poll_s)
+        return predicate()
+
+    def wait_for_subscribers(self, topic: str, count: int = 1, timeout_s: float = 10.0) -> bool:
+        return self.wait_for(lambda: self.node.count_subscribers(topic) >= count, timeout_s)
+
+    def now_ns(self) -> int:
+        return self.node.get_clock().now().nanoseconds
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=2.0)
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
