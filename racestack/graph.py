@@ -172,10 +172,7 @@ def graph_to_processes(
         params = {**graph.parameters, **node.parameters}
         params_file = run_dir / "params" / f"{node.name}.yaml"
         params_file.write_text(yaml.safe_dump({node.name: {"ros__parameters": params}}, sort_keys=True))
-        if node.executable:
-            cmd = [node.executable]
-        else:
-            cmd = [python, "-m", "racestack.entry", node.entry]
+        cmd = [node.executable] if node.executable else [python, "-m", "racestack.entry", node.entry]
         cmd += [*node.args, "--ros-args", "-r", f"__node:={node.name}"]
         for path in shared_files + [str(resolve_share_path(f, "config/params")) for f in node.parameter_files]:
             cmd += ["--params-file", path]
@@ -189,6 +186,24 @@ def graph_to_processes(
         processes.append(
             ProcessSpec(name=node.name, cmd=cmd, env=env, required=node.required, params_file=str(params_file))
         )
+    return processes
+
+
+def build_processes(
+    graph_file: str | Path,
+    run_dir: str | Path,
+    swap: list[str] | None = None,
+    set_: list[str] | None = None,
+    disable: list[str] | None = None,
+    transport: str = "",
+) -> list[ProcessSpec]:
+    """Graph file + command-line overrides -> processes (``racestack launch`` and the ROS launch file)."""
+    swaps, sets = parse_overrides(swap, set_)
+    graph = resolve_graph(load_graph_file(graph_file), swaps, sets, set(disable or []))
+    processes = graph_to_processes(graph, run_dir)
+    if transport:
+        for spec in processes:
+            spec.env["FASTDDS_BUILTIN_TRANSPORTS"] = transport
     return processes
 
 

@@ -123,6 +123,8 @@ class RacestackNode(Node):
                     )
                 ]
         default: Any = spec.default
+        if spec.kind is float:
+            descriptor.dynamic_typing = True
         if isinstance(spec.default, list | tuple):
             descriptor.type = _ARRAY_TYPES.get(spec.item_type, ParameterType.PARAMETER_DOUBLE_ARRAY)
             default = list(spec.default) or None

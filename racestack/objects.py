@@ -102,7 +102,7 @@ def cloud_to_boxes2d(msg: PointCloud2) -> np.ndarray:
 
 def valid_objects(table: np.ndarray) -> np.ndarray:
     """Mask of rows with finite values and positive sizes (the rest must be dropped and counted)."""
-    floats = np.stack([table[n] for n in _OBJECT_REQUIRED + ("vx", "vy", "score")], axis=1)
+    floats = np.stack([table[n] for n in (*_OBJECT_REQUIRED, "vx", "vy", "score")], axis=1)
     sizes = np.stack([table["length"], table["width"], table["height"]], axis=1)
     return np.isfinite(floats).all(axis=1) & (sizes > 0).all(axis=1)
 

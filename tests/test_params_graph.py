@@ -1,0 +1,129 @@
+"""Parameter validation and graph resolution (the logic both launchers share)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import yaml
+
+from racestack.errors import ParameterError
+from racestack.graph import GraphError, build_processes, graph_to_processes, parse_overrides, resolve_graph
+from racestack.params import Param, validate, validate_all
+
+SPECS = [
+    Param("rate", 10.0, "Hz", min=1.0, max=100.0),
+    Param("backend", "auto", "inference backend", choices=("auto", "torch")),
+    Param("topics", ["/a"], "inputs"),
+    Param("depth", 3, "queue", min=1),
+]
+
+
+def test_params_coerce_and_validate() -> None:
+    values = validate_all(SPECS, {"rate": 20, "topics": ["/x", "/y"]})
+    assert values == {"rate": 20.0, "backend": "auto", "topics": ["/x", "/y"], "depth": 3}
+
+
+@pytest.mark.parametrize(
+    "name, value, text",
+    [
+        ("rate", 0.5, "below the minimum"),
+        ("rate", float("nan"), "NaN"),
+        ("backend", "tensorflow", "not one of"),
+        ("topics", "/a", "expected a list"),
+        ("depth", 2.5, "expected int"),
+        ("depth", True, "expected int"),
+    ],
+)
+def test_invalid_values_name_the_parameter(name, value, text) -> None:
+    spec = next(s for s in SPECS if s.name == name)
+    with pytest.raises(ParameterError, match=f"parameter '{name}'.*{text}"):
+        validate(spec, value)
+
+
+def test_unknown_parameter_is_named() -> None:
+    with pytest.raises(ParameterError, match="'rat'"):
+        validate_all(SPECS, {"rat": 1.0})
+
+
+GRAPH = {
+    "name": "g",
+    "environment": {"A": "1"},
+    "parameters": {"use_sim_time": True},
+    "slots": {
+        "sensor": {"name": "sensor", "entry": "cloud_relay"},
+        "tracker": {
+            "default": "former",
+            "implementations": {
+                "former": {"name": "tracker", "entry": "tracker", "parameters": {"method": "3dmotformer"}},
+                "kalman": {"name": "tracker", "entry": "tracker", "parameters": {"method": "kalman"}},
+            },
+        },
+        "ppn": {
+            "default": "parallel",
+            "implementations": {
+                "parallel": [{"name": "seg", "entry": "bev_segmentation", "device": "cuda:0"},
+                             {"name": "rec", "entry": "bev_reconstruction", "device": "cuda:1", "threads": 1}],
+                "sequential": [{"name": "seq", "entry": "ppn_sequential"}],
+            },
+        },
+    },
+}
+
+
+def test_resolve_default_swap_set_disable() -> None:
+    graph = resolve_graph(GRAPH)
+    assert [n.name for n in graph.nodes] == ["sensor", "tracker", "seg", "rec"]
+    assert graph.nodes[2].parameters["device"] == "cuda:0"
+    swaps, sets = parse_overrides(["tracker=kalman", "ppn=sequential"], ["tracker.max_age=5", "seq.rate=2.5"])
+    graph = resolve_graph(GRAPH, swaps, sets, {"sensor"})
+    assert [n.name for n in graph.nodes] == ["tracker", "seq"]
+    assert graph.nodes[0].parameters == {"method": "kalman", "max_age": 5}
+    assert graph.nodes[1].parameters == {"rate": 2.5}
+    assert graph.choices == {"sensor": "default", "tracker": "kalman", "ppn": "sequential"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, text",
+    [
+        ({"swaps": {"nope": "x"}}, "unknown slot 'nope'"),
+        ({"swaps": {"tracker": "ukf"}}, "no implementation 'ukf'"),
+        ({"sets": {"ghost": {"a": 1}}}, "unknown node 'ghost'"),
+        ({"disabled": {"ghost"}}, "unknown node 'ghost'"),
+    ],
+)
+def test_bad_overrides_are_named(kwargs, text) -> None:
+    with pytest.raises(GraphError, match=text):
+        resolve_graph(GRAPH, **kwargs)
+
+
+def test_bad_node_keys_are_named() -> None:
+    with pytest.raises(GraphError, match="unknown key 'paramters'"):
+        resolve_graph({"slots": {"a": {"name": "a", "entry": "x", "paramters": {}}}})
+    with pytest.raises(GraphError, match="missing key 'entry'"):
+        resolve_graph({"slots": {"a": {"name": "a"}}})
+    with pytest.raises(GraphError, match="--set expects NODE.PARAM=VALUE"):
+        parse_overrides([], ["justakey=1"])
+
+
+def test_processes_carry_params_remaps_env_and_threads(tmp_path) -> None:
+    data = dict(GRAPH, slots={**GRAPH["slots"], "sensor": {"name": "sensor", "entry": "cloud_relay",
+                                                            "remappings": {"/in": "/points"}}})
+    processes = graph_to_processes(resolve_graph(data), tmp_path, python="py", base_env={"PATH": "/bin"})
+    sensor = processes[0]
+    assert sensor.cmd[:4] == ["py", "-m", "racestack.entry", "cloud_relay"]
+    assert ["-r", "__node:=sensor"] == sensor.cmd[5:7] and "/in:=/points" in sensor.cmd
+    assert sensor.env["FASTDDS_BUILTIN_TRANSPORTS"] == "LARGE_DATA" and sensor.env["A"] == "1"
+    params = yaml.safe_load(open(sensor.params_file))
+    assert params == {"sensor": {"ros__parameters": {"use_sim_time": True}}}
+    rec = next(p for p in processes if p.name == "rec")
+    assert rec.env["OMP_NUM_THREADS"] == "1"
+    assert yaml.safe_load(open(rec.params_file))["rec"]["ros__parameters"]["device"] == "cuda:1"
+
+
+def test_shipped_graphs_resolve(tmp_path) -> None:
+    processes = build_processes("default", tmp_path, swap=["tracker=kalman", "planner=pure_pursuit"])
+    names = [p.name for p in processes]
+    assert "simulator" in names and "pure_pursuit" in names and "mpc_planner" not in names
+    assert all(p.cmd[0] == sys.executable for p in processes)
+    assert build_processes("smoke", tmp_path, transport="SHM")[0].env["FASTDDS_BUILTIN_TRANSPORTS"] == "SHM"

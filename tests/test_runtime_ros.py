@@ -1,0 +1,217 @@
+"""The node runtime and the launcher with real processes over real DDS.
+
+Two utility nodes run as their own processes (started by the real launcher); this test process
+publishes inputs and reads outputs and /diagnostics through a probe node.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PointStamped
+from sensor_msgs.msg import Image, PointCloud2
+from support import REPO, diagnostics_values, launched
+
+from racestack.image import array_to_image
+from racestack.node import ns_to_stamp
+from racestack.pointcloud import xyz_to_cloud
+
+pytestmark = pytest.mark.ros
+
+SLOTS = {
+    "relay": {"name": "cloud_relay", "entry": "cloud_relay",
+              "parameters": {"diagnostics_period": 0.2, "max_input_age": 0.0}},
+    "stats": {"name": "topic_stats", "entry": "topic_stats", "parameters": {"diagnostics_period": 0.2}},
+}
+FIELDS = ("x", "y", "z", "intensity")
+
+
+class Lines:
+    """Collects the launched nodes' output lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in self.lines)
+
+
+@pytest.fixture(scope="module")
+def stack():
+    from racestack.probe import Probe
+
+    lines = Lines()
+    with launched(SLOTS, echo=lines) as session, Probe("runtime_test_probe") as probe:
+        centroids = probe.collect(PointStamped, "/topic_stats/cloud_centroid")
+        summaries = probe.collect(PointStamped, "/topic_stats/image_summary")
+        diagnostics = probe.collect(DiagnosticArray, "/diagnostics", keep=200)
+        assert probe.wait_for_subscribers("/sensing/lidar/points", 1, 30.0), "relay never subscribed"
+        assert probe.wait_for_subscribers("/sensing/lidar/points_clean", 1, 30.0), "stats never subscribed"
+        assert probe.wait_for(lambda: probe.node.count_publishers("/sensing/lidar/points_clean") > 0, 10.0)
+        time.sleep(0.5)
+        yield session, probe, centroids, summaries, diagnostics, lines
+
+
+def _cloud(probe, values: np.ndarray, stamp_ns: int | None = None) -> PointCloud2:
+    msg = xyz_to_cloud(values, FIELDS)
+    msg.header.stamp = ns_to_stamp(stamp_ns) if stamp_ns else probe.node.get_clock().now().to_msg()
+    msg.header.frame_id = "lidar"
+    return msg
+
+
+def _send(probe, msg, topic="/sensing/lidar/points", pause=0.05) -> None:
+    probe.publish(topic, msg)
+    time.sleep(pause)
+
+
+def _latest(probe, diagnostics, node: str, key: str, at_least: int, timeout: float = 5.0) -> int:
+    def value() -> int:
+        return int(diagnostics_values(diagnostics.messages(), node).get(key, "0"))
+
+    probe.wait_for(lambda: value() >= at_least, timeout)
+    return value()
+
+
+def test_messages_flow_through_two_node_processes(stack) -> None:
+    session, probe, centroids, _, diagnostics, _ = stack
+    rng = np.random.default_rng(3)
+    sent = []
+    for _ in range(5):
+        values = rng.normal(10.0, 1.0, size=(20000, 4)).astype(np.float32)
+        msg = _cloud(probe, values)
+        sent.append((msg.header.stamp.sec, msg.header.stamp.nanosec, values[:, :3].mean(axis=0)))
+        _send(probe, msg, pause=0.15)
+    assert probe.wait_for(lambda: len(centroids.items) >= 5, 10.0), f"got {len(centroids.items)} centroids"
+    by_stamp = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in centroids.messages()}
+    for sec, nanosec, mean in sent:
+        out = by_stamp[(sec, nanosec)]
+        assert out.header.frame_id == "lidar"
+        np.testing.assert_allclose([out.point.x, out.point.y, out.point.z], mean, rtol=1e-4)
+    relay = diagnostics_values(diagnostics.messages(), "cloud_relay")
+    assert int(relay.get("frames", "0")) >= 5 and float(relay["processing_ms_p50"]) > 0
+    assert session.running() == ["cloud_relay", "topic_stats"]
+
+
+def test_bad_clouds_are_rejected_counted_and_logged_once(stack) -> None:
+    _, probe, centroids, _, diagnostics, lines = stack
+    good = np.ones((100, 4), np.float32)
+    bad = []
+    for _ in range(3):
+        broken = _cloud(probe, good)
+        broken.row_step += 16
+        bad.append(broken)
+        missing_x = xyz_to_cloud(good, ("a", "y", "z", "intensity"))
+        missing_x.header.stamp = probe.node.get_clock().now().to_msg()
+        bad.append(missing_x)
+        bad.append(_cloud(probe, np.zeros((0, 4), np.float32)))
+        bad.append(_cloud(probe, np.full((50, 4), np.nan, np.float32)))
+    for msg in bad:
+        _send(probe, msg)
+    for reason, count in (("layout", 3), ("missing_field", 3), ("empty", 6)):
+        assert _latest(probe, diagnostics, "cloud_relay", f"rejected.{reason}", count) == count, reason
+    assert lines.count("dropped input on /sensing/lidar/points: layout") == 1
+    assert lines.count("dropped input on /sensing/lidar/points: missing_field") == 1
+    assert lines.count("dropped input on /sensing/lidar/points: empty") == 1
+    before = len(centroids.items)
+    _send(probe, _cloud(probe, good))
+    assert probe.wait_for(lambda: len(centroids.items) > before, 5.0), "relay stopped working after bad input"
+
+
+def test_nan_points_are_removed_and_counted(stack) -> None:
+    _, probe, centroids, _, diagnostics, _ = stack
+    values = np.ones((1000, 4), np.float32)
+    values[:10, 0] = np.nan
+    before = len(centroids.items)
+    _send(probe, _cloud(probe, values))
+    assert probe.wait_for(lambda: len(centroids.items) > before, 5.0)
+    assert centroids.messages()[-1].point.x == pytest.approx(1.0)
+    assert _latest(probe, diagnostics, "cloud_relay", "nan_points", 10) >= 10
+
+
+def test_unknown_image_encoding_is_rejected(stack) -> None:
+    _, probe, _, summaries, diagnostics, lines = stack
+    for encoding in ("yuv422", "8UC3"):
+        image = array_to_image(np.zeros((4, 4, 2 if encoding == "yuv422" else 3), np.uint8), encoding)
+        image.encoding = "nv12_custom" if encoding == "8UC3" else encoding
+        image.header.stamp = probe.node.get_clock().now().to_msg()
+        _send(probe, image, "/sensing/camera/image_raw")
+    assert _latest(probe, diagnostics, "topic_stats", "rejected.encoding", 2) == 2
+    assert lines.count("dropped input on /sensing/camera/image_raw: encoding") == 1
+    good = array_to_image(np.full((6, 8, 3), 7, np.uint8), "rgb8")
+    good.header.stamp = probe.node.get_clock().now().to_msg()
+    _send(probe, good, "/sensing/camera/image_raw")
+    assert probe.wait_for(lambda: len(summaries.items) >= 1, 5.0)
+    summary = summaries.messages()[-1].point
+    assert (summary.x, summary.y, summary.z) == (8.0, 6.0, 7.0)
+
+
+def test_out_of_order_stamps_rejected_and_time_jump_resets(stack) -> None:
+    _, probe, centroids, _, diagnostics, _ = stack
+    base = probe.node.get_clock().now().nanoseconds
+    values = np.ones((10, 4), np.float32)
+    _send(probe, _cloud(probe, values, base + 2_000_000_000))
+    _send(probe, _cloud(probe, values, base + 1_900_000_000))
+    _send(probe, _cloud(probe, values, base + 2_000_000_000))
+    assert _latest(probe, diagnostics, "cloud_relay", "rejected.out_of_order", 1) == 1
+    assert _latest(probe, diagnostics, "cloud_relay", "rejected.duplicate", 1) == 1
+    before = len(centroids.items)
+    _send(probe, _cloud(probe, values, base - 30_000_000_000))
+    assert _latest(probe, diagnostics, "cloud_relay", "time_jumps", 1) == 1
+    assert probe.wait_for(lambda: len(centroids.items) > before, 5.0), "frame after a time jump was dropped"
+
+
+def test_invalid_parameter_is_reported_as_a_node_failure() -> None:
+    lines = Lines()
+    slots = {"relay": {"name": "cloud_relay", "entry": "cloud_relay", "parameters": {"max_input_age": -1.0}},
+             "stats": SLOTS["stats"]}
+    with launched(slots, echo=lines) as session:
+        assert session.wait(duration_s=30.0) == 1
+        report = "\n".join(session.failures)
+    assert "node 'cloud_relay' exited with code 2" in report
+    assert "parameter 'max_input_age'" in report
+    assert "below the minimum" in report or "out of range" in report
+
+
+def test_killed_node_is_reported() -> None:
+    lines = Lines()
+    with launched(SLOTS, echo=lines) as session:
+        time.sleep(3.0)
+        victim = next(n for n in session.nodes if n.spec.name == "topic_stats")
+        os.kill(victim.popen.pid, signal.SIGKILL)
+        assert session.wait(duration_s=10.0) == 1
+        assert "node 'topic_stats' exited with code -9" in session.failures[0]
+
+
+def test_racestack_launch_stops_everything_on_sigint_within_5s() -> None:
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "racestack.cli", "launch", "smoke"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    parent = psutil.Process(cli.pid)
+    deadline = time.monotonic() + 30.0
+    children: list[psutil.Process] = []
+    while time.monotonic() < deadline and len(children) < 2:
+        children = parent.children()
+        time.sleep(0.2)
+    assert len(children) == 2, "launcher did not start both nodes"
+    time.sleep(3.0)
+    start = time.monotonic()
+    cli.send_signal(signal.SIGINT)
+    output, _ = cli.communicate(timeout=10.0)
+    gone, alive = psutil.wait_procs(children, timeout=max(0.1, 5.0 - (time.monotonic() - start)))
+    elapsed = time.monotonic() - start
+    assert not alive, f"still running after SIGINT: {[p.pid for p in alive]}"
+    assert elapsed <= 5.0, f"stop took {elapsed:.1f} s"
+    assert cli.returncode == 0, output
+    assert "stopped (clean)" in output
