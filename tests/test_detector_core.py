@@ -1,0 +1,173 @@
+"""Detector core without ROS: letterbox, decode/NMS/rescale against ultralytics' own code, classes, lifting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ultralytics.data.augment import LetterBox
+from ultralytics.utils.nms import non_max_suppression
+from ultralytics.utils.ops import scale_boxes
+
+from perception_nodes.flying_objects.classes import global_class_id, global_class_ids
+from perception_nodes.flying_objects.lifting import (
+    CameraModel,
+    LiftingConfig,
+    lift_boxes,
+    nearest_cluster_depth,
+)
+from perception_nodes.flying_objects.postprocess import Postprocessor, Thresholds, decode, rescale
+from perception_nodes.flying_objects.preprocess import Preprocessor, camera_input_size, letterbox
+from racestack.objects import BOX2D_DTYPE, CLASS_ID
+from racestack.transforms import camera_optical_matrix
+
+SHAPES = [((480, 640), (320, 416)), ((900, 1600), (320, 416)), ((50, 100), (416, 416)), ((333, 517), (640, 640))]
+
+
+@pytest.mark.parametrize(("source_hw", "input_hw"), SHAPES)
+def test_letterbox_matches_ultralytics_pixel_for_pixel(source_hw, input_hw):
+    image = np.random.default_rng(1).integers(0, 256, size=(*source_hw, 3), dtype=np.uint8)
+    ours, geometry = letterbox(image, input_hw)
+    theirs = LetterBox(input_hw, auto=False, stride=32)(image=image)
+    assert ours.shape == (*input_hw, 3)
+    np.testing.assert_array_equal(ours, theirs)
+    boxes = np.array([[10.0, 20.0, 200.0, 150.0], [0.0, 0.0, input_hw[1], input_hw[0]]], dtype=np.float32)
+    expected = scale_boxes(input_hw, torch.from_numpy(boxes.copy()), source_hw).numpy()
+    np.testing.assert_allclose(rescale(boxes, geometry), expected, atol=1e-3)
+
+
+def test_preprocessor_normalizes_and_orders_channels():
+    image = np.zeros((480, 640, 3), dtype=np.uint8)
+    image[..., 0] = 255
+    rgb, _ = Preprocessor((320, 416))(image)
+    assert rgb.shape == (1, 3, 320, 416) and rgb.dtype == np.float32
+    assert rgb[0, 0, 160, 200] == pytest.approx(1.0) and rgb[0, 2, 160, 200] == 0.0
+    assert rgb[0, 0, 0, 0] == pytest.approx(114 / 255)
+    bgr, _ = Preprocessor((320, 416))(image, bgr=True)
+    assert bgr[0, 2, 160, 200] == pytest.approx(1.0) and bgr[0, 0, 160, 200] == 0.0
+
+
+def test_camera_input_size_is_the_minimal_stride_aligned_rectangle():
+    assert camera_input_size((480, 640), 416) == (320, 416)
+    assert camera_input_size((1080, 1920), 640) == (384, 640)
+
+
+def random_head_output(rng: np.random.Generator, classes: int = 4, anchors: int = 2730) -> np.ndarray:
+    """Clusters of overlapping boxes with mixed classes, like a real head output."""
+    output = np.zeros((1, 4 + classes, anchors), dtype=np.float32)
+    centres = rng.uniform(20, 380, size=(12, 2))
+    pick = rng.integers(0, 12, anchors)
+    output[0, 0:2] = (centres[pick] + rng.normal(0, 4, size=(anchors, 2))).T
+    output[0, 2:4] = rng.uniform(8, 60, size=(2, anchors))
+    output[0, 4:] = rng.uniform(0, 1, size=(classes, anchors)) ** 6
+    return output
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_decode_and_nms_match_ultralytics(seed):
+    output = random_head_output(np.random.default_rng(seed))
+    thresholds = Thresholds(confidence=0.25, iou=0.7, max_detections=300)
+    boxes, scores, classes = decode(output, thresholds)
+    (expected,) = non_max_suppression(torch.from_numpy(output), 0.25, 0.7, max_det=300)
+    expected = expected.numpy()
+    assert boxes.shape[0] == expected.shape[0] > 20
+    np.testing.assert_allclose(boxes, expected[:, :4], atol=1e-4)
+    np.testing.assert_allclose(scores, expected[:, 4], atol=1e-6)
+    np.testing.assert_array_equal(classes, expected[:, 5].astype(int))
+
+
+def test_postprocessor_filters_classes_and_maps_them_to_global_ids():
+    output = random_head_output(np.random.default_rng(3))
+    names = ["drone", "bird", "airplane", "helicopter"]
+    keep = np.array([0, 3])
+    table = Postprocessor(global_class_ids(names), Thresholds(), keep)(
+        output, letterbox(np.zeros((480, 640, 3), np.uint8), (320, 416))[1]
+    )
+    assert table.dtype == BOX2D_DTYPE and table.shape[0] > 0
+    assert set(table["class_id"]) <= {CLASS_ID["drone"], CLASS_ID["helicopter"]}
+    assert (table["u_min"] >= 0).all() and (table["u_max"] <= 640).all() and (table["v_max"] <= 480).all()
+    with pytest.raises(ValueError, match="head output"):
+        Postprocessor(global_class_ids(names[:3]), Thresholds())(
+            output, letterbox(np.zeros((4, 4, 3), np.uint8), (32, 32))[1]
+        )
+
+
+def test_model_class_names_map_to_racestack_ids():
+    assert global_class_id("drone") == CLASS_ID["drone"]
+    assert global_class_id("UAV") == CLASS_ID["drone"]
+    assert global_class_id("Bird") == CLASS_ID["bird"]
+    assert global_class_id("passenger-airplane") == CLASS_ID["airplane"]
+    assert global_class_id("aeroplane") == CLASS_ID["airplane"]
+    assert global_class_id("military_helicopter") == CLASS_ID["helicopter"]
+    assert global_class_id("F-16") == CLASS_ID["other"]
+    assert global_class_id("person") == CLASS_ID["other"]
+
+
+CAMERA = CameraModel.from_values([500.0, 0, 320, 0, 500.0, 240, 0, 0, 1], [], 640, 480)
+CAMERA_POSE = [1.0, 0.0, 1.5, 0.0, 0.0, 0.0]
+
+
+def box_of(points_camera: np.ndarray, class_id: int) -> np.ndarray:
+    pixels = CAMERA.project(points_camera)
+    box = np.zeros(1, dtype=BOX2D_DTYPE)
+    box["u_min"], box["v_min"] = pixels.min(axis=0)
+    box["u_max"], box["v_max"] = pixels.max(axis=0)
+    box["score"], box["class_id"] = 0.9, class_id
+    return box
+
+
+def cube(centre: np.ndarray, size: float, count: int = 400, seed: int = 0) -> np.ndarray:
+    """Points on the camera-facing face of a cube (what a LiDAR sees of it), in the optical frame."""
+    rng = np.random.default_rng(seed)
+    face = rng.uniform(-size / 2, size / 2, size=(count, 3))
+    face[:, 2] = -size / 2
+    return centre + face
+
+
+def test_lifting_uses_the_nearest_lidar_cluster_inside_the_box():
+    centre = np.array([2.0, -1.0, 30.0])
+    drone = cube(centre, 0.5)
+    background = np.column_stack([np.random.default_rng(2).uniform(0.5, 3.5, (300, 2)) - [0, 2.5], np.full(300, 80.0)])
+    box = box_of(cube(centre, 0.5, 50), CLASS_ID["drone"])
+    camera_to_base = camera_optical_matrix(CAMERA_POSE)
+    table, from_lidar = lift_boxes(box, CAMERA, camera_to_base, LiftingConfig(), np.vstack([background, drone]))
+    assert from_lidar.tolist() == [True]
+    truth = camera_to_base[:3, :3] @ centre + camera_to_base[:3, 3]
+    found = np.array([table["x"][0], table["y"][0], table["z"][0]])
+    assert np.linalg.norm(found - truth) < 0.05 * np.linalg.norm(centre)
+    assert table["class_id"][0] == CLASS_ID["drone"] and table["score"][0] == pytest.approx(0.9)
+
+
+def test_lifting_falls_back_to_the_size_prior():
+    config = LiftingConfig(priors={CLASS_ID["airplane"]: (10.0, 10.0, 3.0)})
+    centre = np.array([-20.0, -15.0, 200.0])
+    corners = centre + np.array([[sx * 5.0, sy * 1.5, 0.0] for sx in (-1, 1) for sy in (-1, 1)])
+    box = box_of(corners, CLASS_ID["airplane"])
+    table, from_lidar = lift_boxes(box, CAMERA, camera_optical_matrix(CAMERA_POSE), config, points_camera=None)
+    assert from_lidar.tolist() == [False]
+    truth = camera_optical_matrix(CAMERA_POSE) @ np.append(centre, 1.0)
+    found = np.array([table["x"][0], table["y"][0], table["z"][0]])
+    assert np.linalg.norm(found - truth[:3]) < 0.02 * np.linalg.norm(centre)
+    assert (table["length"][0], table["width"][0], table["height"][0]) == (10.0, 10.0, 3.0)
+
+
+def test_nearest_cluster_ignores_isolated_noise_in_front():
+    depths = np.array([3.0, 25.1, 25.0, 25.3, 24.9, 60.0, 60.2, 60.1])
+    assert nearest_cluster_depth(depths, LiftingConfig(min_points=3)) == pytest.approx(25.05)
+    assert np.isnan(nearest_cluster_depth(depths[:3], LiftingConfig(min_points=3)))
+
+
+def test_distorted_camera_projection_round_trips():
+    camera = CameraModel.from_values(
+        [500.0, 0, 320, 0, 500.0, 240, 0, 0, 1], [-0.2, 0.05, 0.001, -0.001, 0.0], 640, 480
+    )
+    points = np.array([[1.0, 0.5, 10.0], [-2.0, -1.0, 8.0], [0.1, 0.2, 3.0]])
+    rays = camera.normalized(camera.project(points))
+    np.testing.assert_allclose(rays, points[:, :2] / points[:, 2:], atol=1e-5)
+
+
+def test_camera_model_rejects_unusable_intrinsics():
+    from racestack.errors import InputError
+
+    with pytest.raises(InputError, match="intrinsics"):
+        CameraModel.from_values([0.0] * 9, [], 640, 480)
