@@ -1,0 +1,1 @@
+"""Parallel Perception Network: BEV segmentation and reconstruction from LiDAR, one process each."""

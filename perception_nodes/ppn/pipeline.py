@@ -1,0 +1,82 @@
+"""Sweep -> BEV -> network(s) -> label map / scene maps: the whole PPN frame without ROS.
+
+Nodes, the evaluation and the benchmark share this, so what is measured is what runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from perception_nodes.ppn.bev import BevEncoder
+from perception_nodes.ppn.config import PpnConfig
+from perception_nodes.ppn.models import KINDS, network_spec, read_checkpoint
+from racestack.errors import ModelFileError
+from racestack.inference import create_runner
+
+
+class PpnPipeline:
+    """One BEV encoder feeding one or both networks (all on ``device``)."""
+
+    def __init__(
+        self,
+        checkpoints: dict[str, str | Path],
+        backend: str = "auto",
+        device: str = "cpu",
+        lidar_pose: Sequence[float] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+        threads: int | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        unknown = sorted(set(checkpoints) - set(KINDS))
+        if unknown or not checkpoints:
+            raise ValueError(f"PPN networks must be among {KINDS}, got {sorted(checkpoints)}")
+        configs = {
+            kind: PpnConfig.from_dict(read_checkpoint(path, kind)["config"]) for kind, path in checkpoints.items()
+        }
+        first_kind, first = next(iter(configs.items()))
+        for kind, config in configs.items():
+            if config.bev != first.bev:
+                raise ModelFileError(
+                    str(checkpoints[kind]), f"its BEV configuration differs from the {first_kind} network's"
+                )
+        self.config = first
+        self.encoder = BevEncoder(first.bev, lidar_pose, device)
+        self.runners = {
+            kind: create_runner(network_spec(kind), path, backend, device, threads=threads, log=log)
+            for kind, path in checkpoints.items()
+        }
+
+    @property
+    def backends(self) -> dict[str, str]:
+        return {kind: runner.backend for kind, runner in self.runners.items()}
+
+    def encode(self, points: np.ndarray, pose: Sequence[float] | None) -> torch.Tensor:
+        return self.encoder.encode(points, pose).unsqueeze(0)
+
+    def infer(self, kind: str, bev: torch.Tensor) -> np.ndarray:
+        """Raw network output (1, K, H, W) as numpy; torch runners take the device tensor as it is."""
+        runner = self.runners[kind]
+        if runner.backend == "torch":
+            with torch.inference_mode():
+                return runner.module(bev.to(runner.device)).float().cpu().numpy()
+        return runner(bev.cpu().numpy())[0]
+
+    def segmentation(self, bev: torch.Tensor) -> np.ndarray:
+        """(H, W) int8 BEV class ids."""
+        return labels_from_logits(self.infer("segmentation", bev))
+
+    def reconstruction(self, bev: torch.Tensor) -> np.ndarray:
+        """(H, W, 4) float32: occupancy now, height, occupancy at each horizon."""
+        return np.ascontiguousarray(self.infer("reconstruction", bev)[0].transpose(1, 2, 0))
+
+    def warm_up(self) -> None:
+        bev = torch.zeros((1, self.config.bev.channels, self.config.bev.cells, self.config.bev.cells))
+        for kind in self.runners:
+            self.infer(kind, bev.to(self.encoder.device))
+
+
+def labels_from_logits(logits: np.ndarray) -> np.ndarray:
+    return np.argmax(logits[0], axis=0).astype(np.int8)
