@@ -1,0 +1,168 @@
+"""The MPC's subproblem as a nonlinear programme in CasADi, solved by IPOPT: the benchmark's peer.
+
+Same horizon, same nonlinear bicycle model (``model.step``, here symbolic), same cost terms and
+weights, same soft constraints with the same slack penalties, same data (a ``Stage``). The SCP
+converged on a stage and IPOPT on that stage must reach the same optimum; bench/bench_planner.py
+prints both costs and times. The NLP is built once; each solve only sets its parameters.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import casadi as ca
+import numpy as np
+
+from planning_nodes.mpc.model import NU, NX
+from planning_nodes.mpc.problem import CostWeights, SlackWeights, Stage
+from simulation.vehicles import VehicleParams
+
+
+@dataclass
+class PeerResult:
+    ok: bool
+    status: str
+    states: np.ndarray
+    inputs: np.ndarray
+    cost: float
+    solve_ms: float
+    iterations: int
+
+
+def _step(z, u, dt: float, wheelbase: float):
+    steer_m = z[4] + 0.5 * dt * u[0]
+    v_m = z[3] + 0.5 * dt * u[1]
+    omega = v_m * ca.tan(steer_m) / wheelbase
+    yaw_m = z[2] + 0.5 * dt * omega
+    return ca.vertcat(
+        z[0] + dt * v_m * ca.cos(yaw_m),
+        z[1] + dt * v_m * ca.sin(yaw_m),
+        z[2] + dt * omega,
+        z[3] + dt * u[1],
+        z[4] + dt * u[0],
+    )
+
+
+class CasadiPeer:
+    """IPOPT on the nonlinear MPC with a stage's data as parameters."""
+
+    def __init__(
+        self,
+        vehicle: VehicleParams,
+        horizon: int = 30,
+        dt: float = 0.1,
+        opponent_slots: int = 4,
+        slack: SlackWeights | None = None,
+        tolerance: float = 1e-8,
+    ) -> None:
+        self.horizon, self.dt, self.slots = horizon, dt, opponent_slots
+        slack = slack or SlackWeights()
+        n, m = horizon, opponent_slots
+        opti = ca.Opti()
+        z, u = opti.variable(NX, n + 1), opti.variable(NU, n)
+        ts, os = opti.variable(n), opti.variable(m, n)
+        p = {
+            "z0": opti.parameter(NX),
+            "jerk0": opti.parameter(),
+            "track_n": opti.parameter(n, 2),
+            "track_lo": opti.parameter(n),
+            "track_hi": opti.parameter(n),
+            "line_n": opti.parameter(n, 2),
+            "line_b": opti.parameter(n),
+            "yaw_ref": opti.parameter(n),
+            "speed_ref": opti.parameter(n),
+            "risk_g": opti.parameter(n, 2),
+            "risk_h": opti.parameter(n, 2),
+            "risk_p": opti.parameter(n, 2),
+            "opp_nx": opti.parameter(m, n),
+            "opp_ny": opti.parameter(m, n),
+            "opp_b": opti.parameter(m, n),
+            "steer_max": opti.parameter(n),
+            "accel_max": opti.parameter(n),
+            "w": opti.parameter(len(CostWeights.names())),
+        }
+        w = dict(zip(CostWeights.names(), ca.vertsplit(p["w"]), strict=True))
+        opti.subject_to(z[:, 0] == p["z0"])
+        for k in range(n):
+            opti.subject_to(z[:, k + 1] == _step(z[:, k], u[:, k], dt, vehicle.wheelbase))
+        px, py = z[0, 1:].T, z[1, 1:].T
+        yaw, speed, steer = z[2, 1:].T, z[3, 1:].T, z[4, 1:].T
+        track_proj = p["track_n"][:, 0] * px + p["track_n"][:, 1] * py
+        opti.subject_to(
+            [
+                ts >= 0,
+                ca.vec(os) >= 0,
+                speed >= 0,
+                speed <= vehicle.max_speed,
+                steer <= p["steer_max"],
+                -steer <= p["steer_max"],
+                u[0, :].T <= vehicle.max_steer_rate,
+                -u[0, :].T <= vehicle.max_steer_rate,
+                u[1, :].T >= -vehicle.max_brake,
+                u[1, :].T <= p["accel_max"],
+                track_proj >= p["track_lo"] - ts,
+                track_proj <= p["track_hi"] + ts,
+            ]
+        )
+        for j in range(m):
+            opti.subject_to(p["opp_nx"][j, :].T * px + p["opp_ny"][j, :].T * py >= p["opp_b"][j, :].T - os[j, :].T)
+        lateral = p["line_n"][:, 0] * px + p["line_n"][:, 1] * py - p["line_b"]
+        dx, dy = px - p["risk_p"][:, 0], py - p["risk_p"][:, 1]
+        cost = (
+            w["lateral"] * ca.sumsqr(lateral)
+            + w["heading"] * ca.sumsqr(yaw - p["yaw_ref"])
+            + w["speed"] * ca.sumsqr(speed - p["speed_ref"])
+            + w["steer"] * ca.sumsqr(steer)
+            + w["steer_rate"] * ca.sumsqr(u[0, :])
+            + w["accel"] * ca.sumsqr(u[1, :])
+            + w["jerk"] * (ca.sumsqr(u[1, 1:] - u[1, :-1]) + (u[1, 0] - p["jerk0"]) ** 2)
+            + w["risk"] * ca.sum1(p["risk_g"][:, 0] * px + p["risk_g"][:, 1] * py)
+            + 0.5 * w["risk"] * ca.sum1(p["risk_h"][:, 0] * dx**2 + p["risk_h"][:, 1] * dy**2)
+            + slack.track_linear * ca.sum1(ts)
+            + slack.track_quadratic * ca.sumsqr(ts)
+            + slack.opponent_linear * ca.sum1(ca.vec(os))
+            + slack.opponent_quadratic * ca.sumsqr(os)
+        )
+        opti.minimize(cost)
+        opti.solver("ipopt", {"print_time": False}, {"print_level": 0, "tol": tolerance, "sb": "yes"})
+        self.opti, self.p, self.z, self.u, self.cost = opti, p, z, u, cost
+
+    def solve(self, stage: Stage, weights: CostWeights, warm: tuple[np.ndarray, np.ndarray] | None = None) -> PeerResult:
+        opti, p = self.opti, self.p
+        values = {
+            "z0": stage.z0,
+            "jerk0": stage.u_prev[1],
+            "track_n": stage.track_normal,
+            "track_lo": stage.track_low,
+            "track_hi": stage.track_high,
+            "line_n": stage.line_normal,
+            "line_b": stage.line_offset,
+            "yaw_ref": stage.yaw_ref,
+            "speed_ref": stage.speed_ref,
+            "risk_g": stage.risk_grad,
+            "risk_h": stage.risk_curv,
+            "risk_p": stage.risk_point,
+            "opp_nx": stage.opp_normal[:, :, 0],
+            "opp_ny": stage.opp_normal[:, :, 1],
+            "opp_b": stage.opp_offset,
+            "steer_max": stage.steer_max,
+            "accel_max": stage.accel_max,
+            "w": weights.as_array(),
+        }
+        for name, value in values.items():
+            opti.set_value(p[name], value)
+        if warm is not None:
+            opti.set_initial(self.z, warm[0].T)
+            opti.set_initial(self.u, warm[1].T)
+        start = time.perf_counter()
+        try:
+            sol = opti.solve()
+            ok, status = True, str(opti.stats()["return_status"])
+            states, inputs, cost = sol.value(self.z).T, sol.value(self.u).T, float(sol.value(self.cost))
+        except RuntimeError:
+            ok, status = False, str(opti.stats()["return_status"])
+            states, inputs, cost = np.empty((0, NX)), np.empty((0, NU)), float("nan")
+        solve_ms = (time.perf_counter() - start) * 1e3
+        iterations = int(opti.stats().get("iter_count", -1))
+        return PeerResult(ok, status, np.asarray(states), np.asarray(inputs), cost, solve_ms, iterations)
