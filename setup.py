@@ -50,7 +50,7 @@ setup(
     description="Real-time ROS 2 perception and planning for autonomous racing",
     license="Apache-2.0",
     python_requires=">=3.10",
-    extras_require={"tensorrt": ["tensorrt-cu13"]},
+    extras_require={"tensorrt": ["tensorrt-cu13>=10.13", "onnxconverter-common>=1.14"]},
     entry_points={
         "console_scripts": [
             "racestack = racestack.cli:main",

@@ -35,6 +35,7 @@ class NetworkSpec:
     opset: int = 17
     tolerance: float = 1e-4
     export_onnx: Callable[[Path, Path], None] | None = None
+    dim_ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 def cache_dir() -> Path:
@@ -184,7 +185,11 @@ def create_runner(
     precision: str = "fp16",
     log: Callable[[str], None] = print,
 ):
-    """A runner for ``backend``; ``auto`` = TensorRT if a GPU and TensorRT exist, else ONNX Runtime, else torch."""
+    """A runner for ``backend``.
+
+    ``auto`` = TensorRT when a GPU, TensorRT and a built engine exist, else ONNX Runtime, else PyTorch.
+    ``tensorrt`` without an engine for this GPU fails at start-up naming the file and the build command.
+    """
     if backend not in BACKENDS:
         raise ParameterError("backend", f"'{backend}' is not one of {list(BACKENDS)}")
     if not (device == "cpu" or device.startswith("cuda")):
@@ -193,38 +198,51 @@ def create_runner(
         raise ParameterError("device", f"'{device}' requested but no CUDA device is available")
     threads = default_threads() if threads is None else threads
     checkpoint = check_model_file(checkpoint)
-    choice = backend
-    if backend == "auto":
-        choice = _auto_backend(device)
-    if choice == "tensorrt":
-        from racestack.engines import TensorRTRunner, engine_for
-
-        onnx = Path(onnx_file) if onnx_file else _ensure_onnx(spec, checkpoint, log)
-        engine = engine_for(spec, onnx, device, precision, build=backend == "auto", log=log)
-        runner = TensorRTRunner(spec, engine, device)
-    elif choice == "onnxruntime":
+    runner = None
+    if backend == "tensorrt" or (backend == "auto" and _tensorrt_usable(device)):
+        runner = _tensorrt_runner(spec, checkpoint, device, precision, onnx_file, strict=backend == "tensorrt", log=log)
+    if runner is None and backend in ("auto", "onnxruntime") and (backend == "onnxruntime" or _has_onnxruntime()):
         onnx = check_model_file(onnx_file, "ONNX file") if onnx_file else _ensure_onnx(spec, checkpoint, log)
         runner = OnnxRunner(spec, onnx, device, threads)
-    else:
+    if runner is None:
         runner = TorchRunner(spec, checkpoint, device, threads)
     log(f"{spec.name}: backend {runner.backend} on {device} (asked: {backend})")
     return runner
 
 
-def _auto_backend(device: str) -> str:
-    if device.startswith("cuda") and cuda_available():
-        try:
-            import tensorrt  # noqa: F401
+def _tensorrt_runner(spec, checkpoint, device, precision, onnx_file, strict: bool, log):
+    """A TensorRT runner; with ``strict`` a missing engine is a start-up error, else None (fall back)."""
+    from racestack.engines import TensorRTRunner, engine_for
 
-            return "tensorrt"
-        except ImportError:
-            return "torch"
+    if not device.startswith("cuda"):
+        raise ParameterError("device", "backend 'tensorrt' needs a CUDA device (e.g. cuda:0)")
+    onnx = Path(onnx_file) if onnx_file else _ensure_onnx(spec, checkpoint, log)
+    try:
+        engine = engine_for(spec, onnx, device, precision, build=False, log=log)
+    except ModelFileError as exc:
+        if strict:
+            raise
+        log(f"{spec.name}: {exc}; falling back")
+        return None
+    return TensorRTRunner(spec, engine, device)
+
+
+def _tensorrt_usable(device: str) -> bool:
+    if not (device.startswith("cuda") and cuda_available()):
+        return False
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _has_onnxruntime() -> bool:
     try:
         import onnxruntime  # noqa: F401
-
-        return "onnxruntime"
     except ImportError:
-        return "torch"
+        return False
+    return True
 
 
 def _ensure_onnx(spec: NetworkSpec, checkpoint: Path, log: Callable[[str], None]) -> Path:
