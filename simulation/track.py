@@ -55,10 +55,10 @@ class ClosedPath:
 
     def locate(self, s: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(index i, index i+1, fraction t) of arc length(s) ``s`` (wrapped onto one lap)."""
-        s = np.mod(np.asarray(s, dtype=np.float64), self.length)
-        i = np.clip(np.searchsorted(self.s, s, side="right") - 1, 0, len(self) - 1)
+        s = np.mod(s, self.length)
+        i = self.s.searchsorted(s, side="right") - 1
         t = (s - self.s[i]) / self.seg_len[i]
-        return i, (i + 1) % len(self), t
+        return i, (i + 1) % len(self.s), t
 
     def point_at(self, s: np.ndarray | float) -> np.ndarray:
         i, j, t = self.locate(s)
@@ -76,6 +76,14 @@ class ClosedPath:
         heading = self.heading_at(s)
         return np.stack([-np.sin(heading), np.cos(heading)], axis=-1)
 
+    def sample(self, s: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(point, heading, curvature) at ``s`` with one lookup (the hot path of moving cars)."""
+        i, j, t = self.locate(s)
+        tt = np.asarray(t)[..., None]
+        point = self.xy[i] * (1.0 - tt) + self.xy[j] * tt
+        heading = _wrap(self.heading[i] + t * _wrap(self.heading[j] - self.heading[i]))
+        return point, heading, self.curvature[i] * (1.0 - t) + self.curvature[j] * t
+
     def interpolate(self, values: np.ndarray, s: np.ndarray | float) -> np.ndarray:
         """Per-vertex ``values`` linearly interpolated at ``s``."""
         i, j, t = self.locate(s)
@@ -91,26 +99,19 @@ class ClosedPath:
         if self._tree is None:
             self._tree = cKDTree(self.xy)
         _, nearest = self._tree.query(xy)
-        n = len(self)
-        best_s = np.empty(xy.shape[0])
-        best_d = np.empty(xy.shape[0])
-        best_dist = np.full(xy.shape[0], np.inf)
-        best_i = np.empty(xy.shape[0], dtype=np.int64)
-        for start in ((nearest - 1) % n, nearest):
-            a = self.xy[start]
-            seg = self.seg[start]
-            rel = xy - a
-            t = np.clip((rel * seg).sum(axis=1) / self.seg_len[start] ** 2, 0.0, 1.0)
-            foot = a + seg * t[:, None]
-            offset = xy - foot
-            dist = np.hypot(offset[:, 0], offset[:, 1])
-            side = np.sign(seg[:, 0] * rel[:, 1] - seg[:, 1] * rel[:, 0])
-            better = dist < best_dist
-            best_dist = np.where(better, dist, best_dist)
-            best_s = np.where(better, self.s[start] + t * self.seg_len[start], best_s)
-            best_d = np.where(better, np.where(side < 0, -dist, dist), best_d)
-            best_i = np.where(better, start, best_i)
-        return np.mod(best_s, self.length), best_d, best_i
+        start = np.stack([(nearest - 1) % len(self.s), nearest])  # the two segments at the vertex
+        seg = self.seg[start]
+        rel = xy - self.xy[start]
+        t = np.clip((rel * seg).sum(axis=-1) / self.seg_len[start] ** 2, 0.0, 1.0)
+        offset = rel - seg * t[..., None]
+        dist = np.hypot(offset[..., 0], offset[..., 1])
+        pick = np.argmin(dist, axis=0)
+        cols = np.arange(xy.shape[0])
+        seg_index = start[pick, cols]
+        side = seg[pick, cols, 0] * rel[pick, cols, 1] - seg[pick, cols, 1] * rel[pick, cols, 0]
+        s = self.s[seg_index] + t[pick, cols] * self.seg_len[seg_index]
+        d = np.copysign(dist[pick, cols], side)
+        return np.mod(s, self.length), d, seg_index
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,7 +124,7 @@ class Track:
     right_width: np.ndarray
     racing_line: np.ndarray
     barrier_height: float = 1.0
-    barrier_thickness: float = 0.5
+    barrier_thickness: float = 1.0
     center: ClosedPath = field(init=False, repr=False)
     racing: ClosedPath = field(init=False, repr=False)
     racing_offset: np.ndarray = field(init=False, repr=False)
@@ -213,6 +214,13 @@ class Track:
     def frenet_to_xy(self, s: np.ndarray | float, d: np.ndarray | float) -> np.ndarray:
         return self.center.point_at(s) + self.center.normal_at(s) * np.asarray(d, dtype=np.float64)[..., None]
 
+    def frenet_sample(self, s: float | np.ndarray, d: float | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(map point, centre-line heading, centre-line curvature) at (s, d) with one lookup."""
+        point, heading, curvature = self.center.sample(s)
+        d = np.asarray(d, dtype=np.float64)[..., None]
+        normal = np.stack([-np.sin(heading), np.cos(heading)], axis=-1)
+        return point + normal * d, heading, curvature
+
     def lane_curvature_at(self, s: np.ndarray | float, d: np.ndarray | float) -> np.ndarray:
         """Curvature of the curve at constant offset ``d`` from the centre line."""
         k = self.center.curvature_at(s)
@@ -270,7 +278,7 @@ def load_track(path: str | Path) -> Track:
         right_width=fields["right_width"],
         racing_line=fields["racing_line"],
         barrier_height=float(fields.get("barrier_height", 1.0)),
-        barrier_thickness=float(fields.get("barrier_thickness", 0.5)),
+        barrier_thickness=float(fields.get("barrier_thickness", 1.0)),
     )
 
 
@@ -346,7 +354,7 @@ def build_track(
     spacing: float = 1.0,
     margin: float = RACING_LINE_MARGIN,
     barrier_height: float = 1.0,
-    barrier_thickness: float = 0.5,
+    barrier_thickness: float = 1.0,
 ) -> Track:
     """A track from rough centre-line points: resampled, with a minimum-curvature racing line.
 
@@ -377,7 +385,7 @@ def oval_track(
     width: float = 14.0,
     name: str = "oval",
     barrier_height: float = 1.0,
-    barrier_thickness: float = 0.5,
+    barrier_thickness: float = 1.0,
 ) -> Track:
     """A speedway oval (two straights, two 180° turns), start/finish mid front straight, heading +x."""
     straight = (length - 2.0 * np.pi * turn_radius) / 2.0
@@ -404,7 +412,7 @@ def circuit_track(
     min_radius: float = 25.0,
     name: str | None = None,
     barrier_height: float = 1.0,
-    barrier_thickness: float = 0.5,
+    barrier_thickness: float = 1.0,
 ) -> Track:
     """A random smooth closed circuit for ``seed``: no self-intersection, bends of radius >= ``min_radius``.
 
@@ -490,7 +498,7 @@ def track_from_config(config: dict[str, Any] | Section, base_dir: Path | None = 
     kind = section.string("type", "oval", choices=("oval", "circuit", "file"))
     barrier = {
         "barrier_height": section.number("barrier_height", 1.0, min=0.2, max=10.0),
-        "barrier_thickness": section.number("barrier_thickness", 0.5, min=0.1, max=5.0),
+        "barrier_thickness": section.number("barrier_thickness", 1.0, min=0.1, max=5.0),
     }
     if kind == "file":
         path = Path(section.string("path"))

@@ -9,6 +9,7 @@ optional automatic overtake of slower cars ahead.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -81,26 +82,25 @@ def step_ego(state: VehicleState, command: Command, params: VehicleParams, dt: f
     Steering moves toward the command at most ``max_steer_rate``; acceleration is clipped to
     [-max_brake, max_accel]; speed to [0, max_speed]; the path curvature saturates where the lateral
     acceleration would exceed ``max_lateral_accel`` (the car understeers instead of exceeding grip).
+    Non-finite command values count as 0 (a broken planner must not break the physics).
     """
-    target = float(np.clip(_finite(command.steering_angle), -params.max_steer, params.max_steer))
-    step = params.max_steer_rate * dt
-    steer = state.steer + float(np.clip(target - state.steer, -step, step))
+    target = _clip(_finite(command.steering_angle), params.max_steer)
+    steer = state.steer + _clip(target - state.steer, params.max_steer_rate * dt)
     accel = _finite(command.acceleration)
-    if command.speed is not None and np.isfinite(command.speed):
+    if command.speed is not None and math.isfinite(command.speed):
         accel += params.speed_gain * (command.speed - state.v)
-    accel = float(np.clip(accel, -params.max_brake, params.max_accel))
-    v_new = float(np.clip(state.v + accel * dt, 0.0, params.max_speed))
+    accel = min(max(accel, -params.max_brake), params.max_accel)
+    v_new = min(max(state.v + accel * dt, 0.0), params.max_speed)
     v_mid = 0.5 * (state.v + v_new)
-    curvature = np.tan(steer) / params.wheelbase
+    curvature = math.tan(steer) / params.wheelbase
     if v_mid > 1e-3:
-        grip = params.max_lateral_accel / v_mid**2
-        curvature = float(np.clip(curvature, -grip, grip))
+        curvature = _clip(curvature, params.max_lateral_accel / v_mid**2)
     yaw_rate = v_mid * curvature
     heading = state.yaw + 0.5 * yaw_rate * dt
     return VehicleState(
-        x=state.x + v_mid * np.cos(heading) * dt,
-        y=state.y + v_mid * np.sin(heading) * dt,
-        yaw=float(_wrap(state.yaw + yaw_rate * dt)),
+        x=state.x + v_mid * math.cos(heading) * dt,
+        y=state.y + v_mid * math.sin(heading) * dt,
+        yaw=_wrap(state.yaw + yaw_rate * dt),
         v=v_new,
         steer=steer,
         accel=(v_new - state.v) / dt,
@@ -109,22 +109,30 @@ def step_ego(state: VehicleState, command: Command, params: VehicleParams, dt: f
     )
 
 
+def _clip(value: float, bound: float) -> float:
+    return min(max(value, -bound), bound)
+
+
 def _finite(value: float) -> float:
-    return float(value) if np.isfinite(value) else 0.0
+    return float(value) if math.isfinite(value) else 0.0
 
 
 def _wrap(angle: float) -> float:
-    return (angle + np.pi) % (2.0 * np.pi) - np.pi
+    return (angle + math.pi) % (2.0 * math.pi) - math.pi
 
 
-def box_corners(x: np.ndarray, y: np.ndarray, yaw: np.ndarray, length: float, width: float) -> np.ndarray:
-    """(..., 4, 2) corners of boxes centred at (x, y) with heading ``yaw`` (counter-clockwise order)."""
-    x, y, yaw = np.broadcast_arrays(np.asarray(x, float), np.asarray(y, float), np.asarray(yaw, float))
-    local = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=np.float64) * [length / 2.0, width / 2.0]
+def box_corners(x, y, yaw, length, width) -> np.ndarray:
+    """(..., 4, 2) corners of boxes centred at (x, y) with heading ``yaw`` (counter-clockwise order).
+
+    All arguments broadcast (scalars or arrays of one shape).
+    """
+    arrays = (np.asarray(v, dtype=np.float64) for v in (x, y, yaw, length, width))
+    x, y, yaw, length, width = np.broadcast_arrays(*arrays)
+    signs = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=np.float64)
+    lx = signs[:, 0] * (length[..., None] / 2.0)
+    ly = signs[:, 1] * (width[..., None] / 2.0)
     c, s = np.cos(yaw)[..., None], np.sin(yaw)[..., None]
-    px = x[..., None] + c * local[:, 0] - s * local[:, 1]
-    py = y[..., None] + s * local[:, 0] + c * local[:, 1]
-    return np.stack([px, py], axis=-1)
+    return np.stack([x[..., None] + c * lx - s * ly, y[..., None] + s * lx + c * ly], axis=-1)
 
 
 def boxes_overlap(a: np.ndarray, b: np.ndarray) -> bool:
@@ -242,6 +250,8 @@ class Opponent:
     yaw: float = 0.0
     vx: float = 0.0
     vy: float = 0.0
+    curvature: float = 0.0
+    cruise: float = -1.0
     laps: int = 0
 
     @property
@@ -274,7 +284,7 @@ class Opponent:
         if progress >= 1.0:
             self.blend_start = -1.0
             return goal
-        w = 0.5 - 0.5 * np.cos(np.pi * max(progress, 0.0))
+        w = 0.5 - 0.5 * math.cos(math.pi * max(progress, 0.0))
         return (1.0 - w) * self.lane_from + w * goal
 
 
@@ -305,20 +315,23 @@ def lane_speed(track: Track, opponent: Opponent, s: float) -> float:
 
 def update_pose(opponent: Opponent, track: Track, d_rate: float) -> None:
     """Map pose and velocity (rear axle = base_link convention) from the Frenet state."""
-    point = track.frenet_to_xy(opponent.s, opponent.d)
-    heading = float(track.heading_at(opponent.s))
-    k = float(track.curvature_at(opponent.s))
-    s_rate = opponent.v * max(1.0 - k * opponent.d, 0.05)
-    opponent.yaw = float(_wrap(heading + np.arctan2(d_rate, max(s_rate, 1e-3))))
-    opponent.vx = float(opponent.v * np.cos(opponent.yaw))
-    opponent.vy = float(opponent.v * np.sin(opponent.yaw))
+    point, heading, curvature = track.frenet_sample(opponent.s, opponent.d)
+    s_rate = opponent.v * max(1.0 - float(curvature) * opponent.d, 0.05)
+    yaw = _wrap(float(heading) + math.atan2(d_rate, max(s_rate, 1e-3)))
+    c, s = math.cos(yaw), math.sin(yaw)
     back = opponent.params.center_offset
-    opponent.x = float(point[0] - back * np.cos(opponent.yaw))
-    opponent.y = float(point[1] - back * np.sin(opponent.yaw))
+    opponent.yaw, opponent.vx, opponent.vy = yaw, opponent.v * c, opponent.v * s
+    opponent.x, opponent.y = float(point[0]) - back * c, float(point[1]) - back * s
+    opponent.curvature = float(curvature)
 
 
-def step_opponent(opponent: Opponent, track: Track, time: float, dt: float, others: list[Traffic]) -> None:
-    """Advance one physics step (``time`` is the time at its end); ``others``: every other car, ego included."""
+def step_opponent(
+    opponent: Opponent, track: Track, time: float, dt: float, others: list[Traffic], replan: bool = True
+) -> None:
+    """Advance one physics step (``time`` is the time at its end); ``others``: every other car, ego included.
+
+    ``replan`` refreshes the look-ahead cruise speed and the overtake decision (every few steps).
+    """
     spec = opponent.spec
     for change in spec.lane_changes:
         if time - dt < change.at <= time:
@@ -328,29 +341,29 @@ def step_opponent(opponent: Opponent, track: Track, time: float, dt: float, othe
         if time - dt < event.at <= time:
             opponent.brake_until = event.at + max(opponent.v - event.speed, 0.0) / event.decel + event.hold
             opponent.brake_speed, opponent.brake_decel = event.speed, min(event.decel, spec.max_brake)
-    target_v = lane_speed(track, opponent, opponent.s)
+    if replan or opponent.cruise < 0:
+        opponent.cruise = lane_speed(track, opponent, opponent.s)
+        if spec.overtake:
+            _manage_overtake(opponent, track, time, others, opponent.cruise)
+    target_v = opponent.cruise
     decel = spec.max_brake
     if time <= opponent.brake_until:
         target_v, decel = min(target_v, opponent.brake_speed), opponent.brake_decel
-    if spec.overtake:
-        _manage_overtake(opponent, track, time, others, target_v)
     leader = _leader(opponent, track, others)
     if leader is not None:
         gap, leader_v = leader
         desired = spec.min_gap + spec.time_gap * opponent.v
         target_v = min(target_v, max(leader_v + 0.5 * (gap - desired), 0.0))
-    accel = float(np.clip(2.0 * (target_v - opponent.v), -decel, spec.max_accel))
+    accel = min(max(2.0 * (target_v - opponent.v), -decel), spec.max_accel)
     v_new = max(opponent.v + accel * dt, 0.0)
     v_mid = 0.5 * (opponent.v + v_new)
     d_old = opponent.d
     goal = opponent.target_d(track, time, others)
-    max_lateral = (0.08 * v_mid + 1.0) * dt
-    opponent.d = d_old + float(np.clip(goal - d_old, -max_lateral, max_lateral))
-    k = float(track.curvature_at(opponent.s))
-    s_new = opponent.s + v_mid * dt / max(1.0 - k * opponent.d, 0.05)
+    opponent.d = d_old + _clip(goal - d_old, (0.08 * v_mid + 1.0) * dt)
+    s_new = opponent.s + v_mid * dt / max(1.0 - opponent.curvature * opponent.d, 0.05)
     if s_new >= track.length:
         opponent.laps += 1
-    opponent.s = float(np.mod(s_new, track.length))
+    opponent.s = s_new % track.length
     opponent.v = v_new
     update_pose(opponent, track, (opponent.d - d_old) / dt)
 
@@ -360,7 +373,7 @@ def _leader(opponent: Opponent, track: Track, others: list[Traffic]) -> tuple[fl
     best = None
     band = opponent.params.width + 0.6
     for other in others:
-        ahead = float(track.wrap_ds(other.s - opponent.s))
+        ahead = (other.s - opponent.s + track.length / 2.0) % track.length - track.length / 2.0
         if ahead <= 0 or abs(other.d - opponent.d) > band:
             continue
         gap = ahead - opponent.params.length
@@ -372,7 +385,7 @@ def _leader(opponent: Opponent, track: Track, others: list[Traffic]) -> tuple[fl
 def _passing_offset(track: Track, lead: Traffic, side: int, params: VehicleParams) -> float:
     left, right = track.widths_at(lead.s)
     room = params.width / 2.0 + 0.8
-    return float(np.clip(lead.d + side * (params.width + 1.5), -float(right) + room, float(left) - room))
+    return min(max(lead.d + side * (params.width + 1.5), -float(right) + room), float(left) - room)
 
 
 def _manage_overtake(opponent: Opponent, track: Track, time: float, others: list[Traffic], cruise: float) -> None:
