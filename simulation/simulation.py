@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from racestack.objects import CLASS_ID, empty_objects
 from simulation.expert import ExpertDriver
 from simulation.ground_truth import bev_labels
 from simulation.scenario import Scenario, load_scenario
-from simulation.schema import Section
+from simulation.sensors import SensorRig
 from simulation.vehicles import (
     RACING,
     Command,
@@ -87,6 +86,7 @@ class Simulation:
         self.opponents: list[Opponent] = [
             make_opponent(spec, EGO_INSTANCE + 1 + i, self.track) for i, spec in enumerate(scenario.opponents)
         ]
+        self.sensors = SensorRig.from_scenario(scenario, self.ego_pose, self.rng["flying_objects"])
         self.events = Events()
         self.last_command = Command()
         self._ego_sd = self._project_ego()[0]
@@ -119,6 +119,7 @@ class Simulation:
         for opponent in self.opponents:
             others = [t for t in everyone if t.instance_id != opponent.instance_id]
             step_opponent(opponent, self.track, self.time, self.dt, others, replan)
+        self.sensors.step(self.dt, self.ego_pose)
         self.steps += 1
         self._check_events()
 
@@ -203,21 +204,21 @@ class Simulation:
 
     # -- sensors (simulation.world / lidar / camera) ----------------------------------------
 
-    @cached_property
-    def sensors(self) -> SensorRig:
-        return SensorRig.from_scenario(self.scenario)
+    def flying_objects_table(self) -> np.ndarray:
+        """Ground-truth flying objects (OBJECT_DTYPE in ``map``, ``track_id`` = instance id >= 1000)."""
+        return self.sensors.flying_objects_table()
 
     def dynamic_objects(self) -> np.ndarray:
-        """Everything that moves and that sensors see: opponent cars (and flying objects when present)."""
-        return self.objects_table()
+        """Everything that moves and that sensors see: opponent cars and flying objects."""
+        return np.concatenate([self.objects_table(), self.flying_objects_table()])
 
     def lidar_sweep(self):
         """A LiDAR sweep (``simulation.lidar.LidarSweep``) of the current state, or None without a LiDAR."""
-        rig = self.sensors
-        if rig.lidar is None:
-            return None
-        dynamic = rig.world.dynamic(rig.bodies(self.dynamic_objects()))
-        return rig.lidar.sweep(rig.world, self.ego_pose, self.rng["lidar"], dynamic)
+        return self.sensors.lidar_sweep(self.ego_pose, self.objects_table(), self.rng["lidar"])
+
+    def camera_frame(self):
+        """An image with its 2D boxes (``simulation.camera.CameraFrame``) of the current state, or None."""
+        return self.sensors.camera_frame(self.ego_pose, self.objects_table(), self.rng["camera"])
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -271,26 +272,3 @@ class Simulation:
             events.lap_times.append(self.time - self._lap_start)
             self._lap_start = self.time
 
-
-@dataclass
-class SensorRig:
-    """The scenario's sensors and the world they see, built once (meshes, ray grids)."""
-
-    world: Any
-    lidar: Any
-
-    @classmethod
-    def from_scenario(cls, scenario: Scenario) -> SensorRig:
-        from simulation.lidar import lidar_from_section
-        from simulation.world import Scenery, World
-
-        section = Section(scenario.sensors, "sensors", f"scenario {scenario.source or scenario.name}")
-        scenery = Scenery.from_section(section.section("scenery"))
-        lidar = lidar_from_section(section.section("lidar"))
-        section.done()
-        return cls(world=World(scenario.track, scenery, seed=scenario.seed), lidar=lidar)
-
-    def bodies(self, table: np.ndarray) -> list:
-        from simulation.world import vehicle_bodies
-
-        return vehicle_bodies(table)

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import open3d as o3d
 from scipy.spatial import cKDTree
 
 from racestack.objects import CLASS_ID
@@ -88,6 +87,7 @@ class Body:
     center: np.ndarray  # (3,)
     radius: float
     instance: int
+    class_id: int  # racestack.objects.OBJECT_CLASSES
 
 
 @dataclass
@@ -111,13 +111,16 @@ class MeshScene:
     """An Open3D ray-casting scene over one mesh, mapping hit triangles back to their attributes."""
 
     def __init__(self, mesh: Mesh, threads: int = 0) -> None:
+        import open3d as o3d  # here, not at module level: importing Open3D takes seconds
+
+        self._tensor = o3d.core.Tensor
         self.mesh = mesh
         self.threads = threads
         self._scene = o3d.t.geometry.RaycastingScene()
         if mesh.triangle_count:
             self._scene.add_triangles(
-                o3d.core.Tensor(np.ascontiguousarray(mesh.vertices, dtype=np.float32)),
-                o3d.core.Tensor(np.ascontiguousarray(mesh.triangles, dtype=np.uint32)),
+                self._tensor(np.ascontiguousarray(mesh.vertices, dtype=np.float32)),
+                self._tensor(np.ascontiguousarray(mesh.triangles, dtype=np.uint32)),
             )
 
     def cast(self, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -125,7 +128,7 @@ class MeshScene:
         count = rays.shape[0]
         if count == 0 or self.mesh.triangle_count == 0:
             return np.full(count, np.inf, np.float32), np.full(count, -1, np.int64), np.zeros((count, 3), np.float32)
-        result = self._scene.cast_rays(o3d.core.Tensor(np.ascontiguousarray(rays, dtype=np.float32)), self.threads)
+        result = self._scene.cast_rays(self._tensor(np.ascontiguousarray(rays, dtype=np.float32)), self.threads)
         distance = result["t_hit"].numpy()
         triangle = result["primitive_ids"].numpy().astype(np.int64)
         triangle[~np.isfinite(distance)] = -1
@@ -262,7 +265,9 @@ def vehicle_bodies(table: np.ndarray) -> list[Body]:
         )
         pose = pose_matrix([row["x"], row["y"], row["z"], 0.0, 0.0, row["yaw"]])
         center = np.array([row["x"], row["y"], row["z"]], dtype=np.float64)
-        bodies.append(Body(mesh.transformed(pose), center, float(np.linalg.norm(size) / 2.0), instance))
+        bodies.append(
+            Body(mesh.transformed(pose), center, float(np.linalg.norm(size) / 2.0), instance, CLASS_ID["car"])
+        )
     return bodies
 
 
@@ -436,7 +441,4 @@ def grandstands_mesh(track: Track, length: float = 160.0, tiers: int = 7) -> Mes
         center = np.array([0.0, outward * offset, height / 2.0])
         part = box(center, (length, 2.5, height), color, reflectivity=0.3, texture=0.15)
         parts.append(part.transformed(pose_matrix([start[0], start[1], 0.0, 0.0, 0.0, yaw])))
-    roof_offset = width + track.barrier_thickness + 6.0 + 2.5 * tiers / 2.0
-    roof = box((0.0, outward * roof_offset, 1.6 * tiers + 4.0), (length, 2.5 * tiers + 3.0, 0.4), (0.85, 0.85, 0.88))
-    parts.append(roof.transformed(pose_matrix([start[0], start[1], 0.0, 0.0, 0.0, yaw])))
     return join(parts).labelled(SEMANTIC_ID["other"], NO_INSTANCE)
