@@ -1,0 +1,112 @@
+"""A publisher process for the bag tests: a few topics with distinct QoS, every message saved.
+
+``python tests/bag_streams.py OUT.pkl --rounds N`` publishes a latched map at once, waits for a
+subscriber (the recorder) on every stream, then N rounds of cloud, odometry, text and a best-effort
+status, and pickles ``[(topic, serialized bytes), ...]`` in publish order for byte comparisons.
+Messages go out pre-serialized: a message object would be serialized again by the middleware,
+whose padding bytes differ from ``serialize_message``'s, so only bytes compare exactly end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import time
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry, Path
+from rclpy.duration import Duration
+from rclpy.node import Node
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import String
+
+from racestack.node import latched_qos, ns_to_stamp, result_qos, sensor_qos
+from racestack.pointcloud import xyz_to_cloud
+
+CLOUD, ODOM, TEXT, STATUS, MAP = (
+    "/bagtest/points",
+    "/bagtest/odom",
+    "/bagtest/text",
+    "/bagtest/status",
+    "/bagtest/map",
+)
+STREAMS = (CLOUD, ODOM, TEXT, STATUS)
+ALL_TOPICS = (*STREAMS, MAP)
+POINTS = 20_000
+
+
+def track_path(stamp_ns: int) -> Path:
+    path = Path()
+    path.header.frame_id = "map"
+    path.header.stamp = ns_to_stamp(stamp_ns)
+    for i in range(50):
+        pose = PoseStamped()
+        pose.header.frame_id = "map"
+        pose.pose.position.x = float(np.cos(i / 8.0) * 100.0)
+        pose.pose.position.y = float(np.sin(i / 8.0) * 60.0)
+        path.poses.append(pose)
+    return path
+
+
+def round_messages(k: int, stamp_ns: int) -> list[tuple[str, object]]:
+    rng = np.random.default_rng(k)
+    points = rng.normal(0.0, 20.0, size=(POINTS, 4)).astype(np.float32)
+    cloud = xyz_to_cloud(points, ("x", "y", "z", "intensity"))
+    cloud.header.stamp = ns_to_stamp(stamp_ns)
+    cloud.header.frame_id = "lidar"
+    odom = Odometry()
+    odom.header.stamp = ns_to_stamp(stamp_ns)
+    odom.header.frame_id = "map"
+    odom.pose.pose.position.x = float(k)
+    odom.twist.twist.linear.x = 30.0 + k
+    return [
+        (CLOUD, cloud),
+        (ODOM, odom),
+        (TEXT, String(data=f"frame {k}: ünïcödé ✓")),
+        (STATUS, String(data=f"status {k}")),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    rclpy.init()
+    node = Node("bag_stream_publisher")
+    qos = {CLOUD: result_qos(5), ODOM: result_qos(5), TEXT: result_qos(5), STATUS: sensor_qos(5)}
+    types = {CLOUD: PointCloud2, ODOM: Odometry, TEXT: String, STATUS: String}
+    pubs = {topic: node.create_publisher(types[topic], topic, qos[topic]) for topic in STREAMS}
+    map_pub = node.create_publisher(Path, MAP, latched_qos())
+    sent: list[tuple[str, bytes]] = []
+    track = serialize_message(track_path(time.time_ns()))
+    map_pub.publish(track)
+    sent.append((MAP, track))
+    deadline = time.monotonic() + 30.0
+    while any(p.get_subscription_count() == 0 for p in pubs.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    for k in range(args.rounds):
+        for topic, msg in round_messages(k, time.time_ns()):
+            data = serialize_message(msg)
+            pubs[topic].publish(data)
+            sent.append((topic, data))
+            time.sleep(0.002)
+        time.sleep(1.0 / args.rate)
+    for topic in (CLOUD, ODOM, TEXT):
+        pubs[topic].wait_for_all_acked(Duration(seconds=10))
+    with open(args.out, "wb") as handle:
+        pickle.dump(sent, handle)
+    time.sleep(0.3)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
