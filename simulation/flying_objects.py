@@ -11,6 +11,7 @@ from one generator, so a seed gives the same objects, motions and meshes bit for
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -23,6 +24,7 @@ from simulation.schema import Section
 from simulation.world import Body
 
 FLYING_INSTANCE_BASE = 1000  # instance ids of flying objects start here (cars use small ids)
+TICK = 0.05  # s between motion updates (frames at 20 Hz, 10 Hz, ... see objects exactly up to date)
 MOTIONS: dict[str, tuple[str, ...]] = {
     "drone": ("hover", "wander", "straight", "circle"),
     "bird": ("flap", "glide"),
@@ -84,22 +86,42 @@ class FlyingConfig:
 # -- shapes ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False)
 class Shape:
-    """A template mesh in the body frame plus its moving parts (flapping wings, spinning rotors)."""
+    """A template mesh in the body frame whose wings flap (about x) and rotors spin (about their hub).
 
-    rigid: Mesh
-    wings: tuple[tuple[Mesh, float], ...] = ()  # (mesh, side +1 left / -1 right), hinged on the x axis
-    rotors: tuple[tuple[Mesh, np.ndarray, str], ...] = ()  # (mesh, hub position, spin axis)
+    Parts are joined once; a pose only moves the vertices of the moving parts, so the triangles and
+    their attributes are shared by every frame.
+    """
 
-    def posed(self, flap: float, rotor: float) -> Mesh:
-        parts = [self.rigid]
-        parts += [mesh.transformed(rotation_about("x", side * flap)) for mesh, side in self.wings]
-        parts += [
-            mesh.transformed(translation(hub) @ rotation_about(axis, rotor) @ translation(-hub))
-            for mesh, hub, axis in self.rotors
+    def __init__(
+        self,
+        rigid: Mesh,
+        wings: Sequence[tuple[Mesh, float]] = (),
+        rotors: Sequence[tuple[Mesh, np.ndarray, str]] = (),
+    ) -> None:
+        parts = [rigid, *(mesh for mesh, _ in wings), *(mesh for mesh, _, _ in rotors)]
+        self.mesh = join(parts)
+        ends = np.cumsum([part.vertices.shape[0] for part in parts])
+        ranges = [slice(int(a), int(b)) for a, b in itertools.pairwise(ends)]
+        self._wings = [(r, side) for r, (_, side) in zip(ranges[: len(wings)], wings, strict=True)]
+        self._rotors = [
+            (r, np.asarray(hub), axis) for r, (_, hub, axis) in zip(ranges[len(wings) :], rotors, strict=True)
         ]
-        return join(parts)
+
+    def labelled(self, semantic: int, instance: int) -> Shape:
+        shape = Shape.__new__(Shape)
+        shape.mesh, shape._wings, shape._rotors = self.mesh.labelled(semantic, instance), self._wings, self._rotors
+        return shape
+
+    def vertices(self, flap: float, rotor: float) -> np.ndarray:
+        """(V, 3) body-frame vertices with the wings raised by ``flap`` and rotors turned by ``rotor`` (rad)."""
+        vertices = self.mesh.vertices.copy()
+        for part, side in self._wings:
+            vertices[part] = vertices[part] @ rotation_about("x", side * flap)[:3, :3].T.astype(np.float32)
+        for part, hub, axis in self._rotors:
+            turn = rotation_about(axis, rotor)[:3, :3].T.astype(np.float32)
+            vertices[part] = (vertices[part] - hub.astype(np.float32)) @ turn + hub.astype(np.float32)
+        return vertices
 
 
 def drone_shape(span: float, variant: int, rng: np.random.Generator) -> Shape:
@@ -285,6 +307,7 @@ class FlyingObjects:
         self.config = config
         self.rng = rng
         self.time = 0.0
+        self._pending = 0.0
         self._next_instance = FLYING_INSTANCE_BASE
         self._specs = dict(config.classes)
         self._weights = np.array([spec.weight for _, spec in config.classes], dtype=np.float64)
@@ -364,7 +387,8 @@ class FlyingObjects:
         respawn: bool,
     ) -> _Flyer:
         rng = self.rng
-        shape = _SHAPES[kind](size, variant, rng)
+        instance = self._new_instance()
+        shape = _SHAPES[kind](size, variant, rng).labelled(SEMANTIC_ID[kind], instance)
         if motion == "hover":
             speed = 0.0
         anchor = position.copy()
@@ -373,7 +397,7 @@ class FlyingObjects:
             anchor = position - radius * np.array([np.cos(heading - np.pi / 2), np.sin(heading - np.pi / 2), 0.0])
         return _Flyer(
             kind=kind,
-            instance=self._new_instance(),
+            instance=instance,
             shape=shape,
             motion=motion,
             position=position,
@@ -393,16 +417,24 @@ class FlyingObjects:
     # -- motion ----------------------------------------------------------------------------
 
     def step(self, dt: float, ego_pose: Sequence[float]) -> None:
-        """Advance every object by ``dt`` seconds; recycle the ones the ego has left behind."""
-        self.time += dt
+        """Let ``dt`` seconds pass: objects move in whole ticks of ``TICK`` s, so their motion does not
+        depend on the physics step, and the per-object work runs at most 1/TICK times a second."""
+        self._pending += dt
+        while self._pending >= TICK - 1e-9:
+            self._pending -= TICK
+            self._tick(ego_pose)
+
+    def _tick(self, ego_pose: Sequence[float]) -> None:
+        """Move every object by one tick; recycle the ones the ego has left behind."""
+        self.time += TICK
         self._posed = {}
         for i, flyer in enumerate(self.flyers):
             if flyer.respawn and self._left_behind(flyer, ego_pose):
                 self.flyers[i] = self._spawn(ego_pose, flyer.kind)
                 continue
             before = flyer.position.copy()
-            _MOVES[flyer.motion](flyer, dt, self.time, self.rng)
-            flyer.velocity = (flyer.position - before) / dt
+            _MOVES[flyer.motion](flyer, TICK, self.time, self.rng)
+            flyer.velocity = (flyer.position - before) / TICK
 
     def _left_behind(self, flyer: _Flyer, ego_pose: Sequence[float]) -> bool:
         spec = self._specs.get(flyer.kind, DEFAULT_CLASSES[flyer.kind])
@@ -439,15 +471,17 @@ class FlyingObjects:
     def _pose(self, flyer: _Flyer) -> tuple[Body, np.ndarray, np.ndarray]:
         flap = _flap_angle(flyer, self.time)
         rotor = 2.0 * np.pi * flyer.rotor_hz * self.time
-        local = flyer.shape.posed(flap, rotor).labelled(SEMANTIC_ID[flyer.kind], flyer.instance)
-        attitude = pose_matrix([0.0, 0.0, 0.0, flyer.roll, flyer.pitch, 0.0])
-        yawed = local.transformed(attitude).vertices
-        low, high = yawed.min(axis=0), yawed.max(axis=0)
-        yaw = pose_matrix([*flyer.position, 0.0, 0.0, flyer.heading])
-        center = yaw[:3, :3] @ ((low + high) / 2.0) + flyer.position
-        mesh = local.transformed(yaw @ attitude)
-        radius = float(np.linalg.norm(mesh.vertices - flyer.position, axis=1).max())
-        return Body(mesh, flyer.position.copy(), radius, flyer.instance, CLASS_ID[flyer.kind]), center, high - low
+        attitude = pose_matrix([0.0, 0.0, 0.0, flyer.roll, flyer.pitch, 0.0])[:3, :3]
+        tilted = flyer.shape.vertices(flap, rotor) @ attitude.T.astype(np.float32)
+        low, high = tilted.min(axis=0), tilted.max(axis=0)
+        yaw = pose_matrix([0.0, 0.0, 0.0, 0.0, 0.0, flyer.heading])[:3, :3]
+        vertices = tilted @ yaw.T.astype(np.float32) + flyer.position.astype(np.float32)
+        center = yaw @ ((low + high) / 2.0) + flyer.position
+        radius = float(np.sqrt(((vertices - flyer.position.astype(np.float32)) ** 2).sum(axis=1).max()))
+        m = flyer.shape.mesh
+        mesh = Mesh(vertices, m.triangles, m.albedo, m.texture, m.reflectivity, m.semantic, m.instance)
+        body = Body(mesh, flyer.position.copy(), radius, flyer.instance, CLASS_ID[flyer.kind])
+        return body, center, high - low
 
 
 def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:

@@ -177,7 +177,8 @@ class LidarRig:
         gain = 1.0 + self._per_unit("intensity_noise")[unit_of] * rng.standard_normal(count, dtype=np.float32)
         points = np.zeros(count, dtype=POINT_DTYPE)
         points["x"], points["y"], points["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-        points["intensity"] = np.clip(hits.reflectivity[index] * incidence * gain, 0.0, 1.0)
+        # Calibrated reflectivity, as modern sensors report it, with a mild fall-off at grazing incidence.
+        points["intensity"] = np.clip(hits.reflectivity[index] * (0.5 + 0.5 * incidence) * gain, 0.0, 1.0)
         points["time"] = self._time[index]
         points["ring"] = self._ring[index]
         return LidarSweep(points, hits.semantic[index], hits.instance[index], self.ray_count)

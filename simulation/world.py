@@ -280,10 +280,12 @@ def static_mesh(track: Track, scenery: Scenery, rng: np.random.Generator) -> Mes
     parts += barrier_meshes(track, rng)
     near = tree_positions(track, rng, scenery.trees_per_km, (6.0, 70.0))
     far = tree_positions(track, rng, scenery.tree_line_per_km, (120.0, 450.0))
+    stand = grandstand_placement(track) if scenery.grandstands else None
+    if stand is not None:
+        near = near[~stand.covers(near)]
+        parts.append(grandstands_mesh(stand))
     parts.append(trees_mesh(near, rng, (5.0, 16.0)))
     parts.append(trees_mesh(far, rng, (10.0, 25.0)))
-    if scenery.grandstands:
-        parts.append(grandstands_mesh(track))
     return join(parts)
 
 
@@ -425,20 +427,59 @@ def trees_mesh(positions: np.ndarray, rng: np.random.Generator, height: tuple[fl
     return join(trees)
 
 
-def grandstands_mesh(track: Track, length: float = 160.0, tiers: int = 7) -> Mesh:
-    """Stepped grandstands behind the outer barrier of the start/finish straight."""
+@dataclass(frozen=True)
+class Grandstand:
+    """Placement of the grandstands: along the start/finish straight, behind its outer barrier."""
+
+    pose: np.ndarray  # 4x4, x along the straight at the start line, y to the left of the track
+    side: float  # +1 left of the track, -1 right
+    inner: float  # m from the centre line to the first tier
+    length: float
+    tiers: int = 7
+    tier_depth: float = 2.5
+    tier_rise: float = 1.6
+
+    @property
+    def depth(self) -> float:
+        return self.tiers * self.tier_depth
+
+    def covers(self, xy: np.ndarray, margin: float = 4.0) -> np.ndarray:
+        """Mask of the (N, 2) map points on the grandstands' footprint (plus ``margin``)."""
+        local = (xy - self.pose[:2, 3]) @ self.pose[:2, :2]
+        lateral = local[:, 1] * self.side
+        return (
+            (np.abs(local[:, 0]) <= self.length / 2 + margin)
+            & (lateral >= self.inner - margin)
+            & (lateral <= self.inner + self.depth + margin)
+        )
+
+
+def grandstand_placement(track: Track) -> Grandstand | None:
+    """The longest grandstand (160 m down to 40 m) that stays clear of every part of the track."""
     centroid = track.centerline.mean(axis=0)
-    outward = 1.0 if np.dot(track.normal[0], track.centerline[0] - centroid) > 0 else -1.0
-    width = track.left_width[0] if outward > 0 else track.right_width[0]
-    yaw = float(track.heading[0])
-    start = track.centerline[0]
+    side = 1.0 if np.dot(track.normal[0], track.centerline[0] - centroid) > 0 else -1.0
+    width = track.left_width[0] if side > 0 else track.right_width[0]
+    pose = pose_matrix([*track.centerline[0], 0.0, 0.0, 0.0, float(track.heading[0])])
+    reach = float(max(track.left_width.max(), track.right_width.max())) + track.barrier_thickness + 2.0
+    tree = cKDTree(track.centerline)
+    for length in (160.0, 120.0, 80.0, 40.0):
+        stand = Grandstand(pose, side, width + track.barrier_thickness + 6.0, length)
+        x, y = np.meshgrid(np.linspace(-length / 2, length / 2, 41), np.linspace(0.0, stand.depth, 5))
+        local = np.column_stack([x.reshape(-1), side * (stand.inner + y.reshape(-1))])
+        distance, _ = tree.query(local @ pose[:2, :2].T + pose[:2, 3])
+        if (distance > reach).all():
+            return stand
+    return None
+
+
+def grandstands_mesh(stand: Grandstand) -> Mesh:
+    """Stepped tiers in alternating seat colours."""
     seats = np.array([(0.55, 0.1, 0.1), (0.1, 0.2, 0.55), (0.7, 0.7, 0.72)])
     parts = []
-    for k in range(tiers):
-        offset = width + track.barrier_thickness + 6.0 + 2.5 * k
-        height = 1.6 * (k + 1)
-        color = seats[k % len(seats)]
-        center = np.array([0.0, outward * offset, height / 2.0])
-        part = box(center, (length, 2.5, height), color, reflectivity=0.3, texture=0.15)
-        parts.append(part.transformed(pose_matrix([start[0], start[1], 0.0, 0.0, 0.0, yaw])))
+    for k in range(stand.tiers):
+        offset = stand.inner + stand.tier_depth * (k + 0.5)
+        height = stand.tier_rise * (k + 1)
+        center = np.array([0.0, stand.side * offset, height / 2.0])
+        size = (stand.length, stand.tier_depth, height)
+        parts.append(box(center, size, seats[k % len(seats)], reflectivity=0.3, texture=0.15).transformed(stand.pose))
     return join(parts).labelled(SEMANTIC_ID["other"], NO_INSTANCE)
