@@ -2,6 +2,7 @@
 
 Core modules (no rclpy): ``preprocess`` (letterbox, normalization), ``postprocess`` (decode, NMS,
 rescale), ``classes`` (model class names -> racestack class ids), ``detector`` (the backends),
-``lifting`` (2D boxes -> 3D with LiDAR points or size priors), ``dataset``/``training``/``export``
-(the ``racestack dataset|train|export detector`` commands). ``node`` is the ROS 2 wrapper.
+``lifting`` (2D boxes -> 3D with LiDAR points or size priors), ``dataset``/``training``/``evaluation``
+(``racestack dataset|train detector``; ``racestack export detector`` uses ``detector.network_spec``).
+``node`` is the ROS 2 wrapper.
 """

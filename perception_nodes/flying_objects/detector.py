@@ -31,6 +31,7 @@ from racestack.objects import CLASS_ID
 INPUT_NAME = "images"
 OUTPUT_NAME = "output0"
 OPSET = 17
+PARITY_TOLERANCE = 1e-2  # raw head output: boxes in input pixels, scores in [0, 1]
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ def network_spec(input_hw: tuple[int, int]) -> NetworkSpec:
         load_torch=load_head,
         example_inputs=example_inputs,
         opset=OPSET,
+        tolerance=PARITY_TOLERANCE,
         export_onnx=partial(export_onnx_file, input_hw=input_hw),
     )
 

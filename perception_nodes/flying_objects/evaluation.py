@@ -75,7 +75,7 @@ def report(result: dict) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", default="models/detector_yolov8n/detector_yolov8n.pt", help="checkpoint")
+    parser.add_argument("--weights", default="models/detector_yolov8n/weights.pt", help="checkpoint")
     parser.add_argument("--data", default="datasets/detector/data.yaml", help="YOLO data.yaml")
     parser.add_argument("--split", default="test", help="split to evaluate (test = held-out scenarios)")
     parser.add_argument("--imgsz", type=int, default=416, help="evaluation image size (long side)")

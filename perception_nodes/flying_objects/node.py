@@ -21,14 +21,14 @@ from racestack.errors import InputError, ModelFileError
 from racestack.image import array_to_image, image_to_array
 from racestack.inference import BACKENDS
 from racestack.node import RacestackNode, node_main, result_qos, sensor_qos, stamp_to_ns
-from racestack.objects import CLASS_ID, OBJECT_CLASSES, boxes2d_to_cloud, objects_to_cloud
+from racestack.objects import CLASS_ID, FLYING_CLASSES, OBJECT_CLASSES, boxes2d_to_cloud, objects_to_cloud
 from racestack.params import Param
 from racestack.paths import resolve_share_path
 from racestack.pointcloud import read_points
 from racestack.stats import RollingStats
 from racestack.transforms import camera_optical_matrix, pose_matrix, transform_points
 
-DEFAULT_WEIGHTS = "detector_yolov8n/detector_yolov8n.pt"
+DEFAULT_WEIGHTS = "detector_yolov8n/weights.pt"
 ENCODINGS = ("rgb8", "bgr8")
 BOX_COLORS = {1: (60, 150, 255), 2: (240, 200, 40), 3: (160, 80, 230), 4: (50, 230, 120), 5: (200, 200, 200)}
 
@@ -66,12 +66,12 @@ PARAMS: tuple[Param, ...] = (
     Param("max_detections", 100, "Most detections per image.", min=1, max=1000),
     Param(
         "classes",
-        [],
-        "racestack classes to publish (empty: all).",
+        [*FLYING_CLASSES, "other"],
+        "racestack classes to publish (model classes map to these; unknown names are 'other').",
         choices=OBJECT_CLASSES,
         element_type=str,
     ),
-    Param("class_names", [], "Override the model's class names (index order).", element_type=str),
+    Param("class_names", "", "Comma-separated class names overriding the model's (empty: the model's own)."),
     Param("warmup_runs", 2, "Inference runs on a blank image at start-up.", min=0, max=100),
     Param("image_topic", "/sensing/camera/image_raw", "Camera image (rgb8 or bgr8)."),
     Param("camera_info_topic", "/sensing/camera/camera_info", "CameraInfo of the image (for lifting)."),
@@ -112,7 +112,7 @@ class FlyingObjectDetectorNode(RacestackNode):
                 device=p.device,
                 input_size=p.input_size,
                 thresholds=Thresholds(p.confidence_threshold, p.iou_threshold, p.max_detections),
-                class_names=p.class_names,
+                class_names=[n.strip() for n in p.class_names.split(",") if n.strip()],
                 classes=p.classes,
                 threads=p.threads or None,
             ),

@@ -44,17 +44,20 @@ def decode(
     boxes[:, :2] = centre_w_h[:, :2] - centre_w_h[:, 2:] / 2
     boxes[:, 2:] = centre_w_h[:, :2] + centre_w_h[:, 2:] / 2
     scores, classes = scores[index].astype(np.float32), best[index]
-    kept = nms(boxes + (classes[:, None] * MAX_WH).astype(np.float32), scores, thresholds.iou)
-    kept = kept[: thresholds.max_detections]
+    offset = (classes[:, None] * MAX_WH).astype(np.float32)
+    kept = nms(boxes + offset, scores, thresholds.iou, thresholds.max_detections)
     return boxes[kept], scores[kept], classes[kept]
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices of the boxes greedy NMS keeps, best score first (ties keep the earlier box)."""
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, limit: int = 0) -> np.ndarray:
+    """Indices of the boxes greedy NMS keeps, best score first (ties keep the earlier box).
+
+    ``limit`` stops after that many kept boxes (the same first ones a full run would keep).
+    """
     order = np.argsort(-scores, kind="stable")
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     kept = []
-    while order.size:
+    while order.size and (limit <= 0 or len(kept) < limit):
         best, rest = order[0], order[1:]
         kept.append(best)
         top_left = np.maximum(boxes[best, :2], boxes[rest, :2])

@@ -56,6 +56,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", default="auto", help="ultralytics optimizer (SGD, AdamW, auto)")
     parser.add_argument("--lr0", type=float, default=0.0, help="initial learning rate (0: ultralytics' choice)")
     parser.add_argument("--patience", type=int, default=100)
+    parser.add_argument("--warmup-epochs", type=float, default=1.0, help="learning-rate warm-up (epochs)")
+    parser.add_argument(
+        "--nbs", type=int, default=0, help="nominal batch for gradient accumulation (0: = batch, a step per batch)"
+    )
+    parser.add_argument("--close-mosaic", type=int, default=2, help="last epochs trained without mosaic")
     parser.add_argument("--cache", choices=("none", "ram", "disk"), default="ram", help="cache decoded images")
     parser.add_argument("--fraction", type=float, default=1.0, help="fraction of the training images to use")
     parser.add_argument("--runs", type=Path, default=Path("runs/detector"), help="ultralytics' run folder")
@@ -83,6 +88,9 @@ def train(args: argparse.Namespace) -> Path:
         "device": args.device,
         "optimizer": args.optimizer,
         "patience": args.patience,
+        "close_mosaic": args.close_mosaic,
+        "warmup_epochs": args.warmup_epochs,
+        "nbs": args.nbs or args.batch,
         "fraction": args.fraction,
         "cache": False if args.cache == "none" else args.cache,
         "project": str(args.runs.resolve()),
@@ -107,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     best = train(args)
     out = args.out or Path("models") / output_name(args.model)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = out / f"{output_name(args.model)}.pt"
+    checkpoint = out / "weights.pt"
     shutil.copyfile(best, checkpoint)
     record = {
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),

@@ -1,0 +1,147 @@
+"""Flying-object detector: end-to-end node latency per backend, and the cost of pre+postprocessing.
+
+The node runs in its own process (started like the launcher does); this process publishes 640x480
+rgb8 frames rendered by the simulator, one at a time at 10 Hz, and measures image stamp -> arrival
+of the 2D detections (through DDS). Targets (issue 5): CPU default (ONNX Runtime) p50 <= 60 ms;
+preprocessing + postprocessing <= 5 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+FRAMES = 60
+WARMUP = 5
+LATENCY_TARGET_MS = 60.0
+PRE_POST_TARGET_MS = 5.0
+SIZE = (480, 640)
+
+
+def sim_frames(count: int) -> list[np.ndarray]:
+    """640x480 camera frames with flying objects, from the simulator."""
+    from simulation.camera import render_frames
+
+    return render_frames(count, SIZE)
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    sample = np.asarray(values, dtype=np.float64)
+    return float(np.percentile(sample, 50)), float(np.percentile(sample, 99))
+
+
+def pre_post_cost(frames: list[np.ndarray], repeats: int = 200) -> dict[str, tuple[float, float]]:
+    """p50/p99 (ms) of letterbox+normalize and decode+NMS+rescale, on real head outputs."""
+    from perception_nodes.flying_objects.detector import DetectorConfig, FlyingObjectDetector
+
+    detector = FlyingObjectDetector(DetectorConfig(weights=weights_path(), backend="onnxruntime"), log=lambda _: None)
+    outputs = [detector.infer(frame) for frame in frames[:10]]
+    pre, post, total = [], [], []
+    for i in range(repeats):
+        frame = frames[i % len(frames)]
+        start = time.perf_counter()
+        detector.preprocess(frame)
+        mid = time.perf_counter()
+        detector.postprocess(*outputs[i % len(outputs)])
+        end = time.perf_counter()
+        pre.append((mid - start) * 1e3)
+        post.append((end - mid) * 1e3)
+        total.append((end - start) * 1e3)
+    return {"preprocess": percentiles(pre), "postprocess": percentiles(post), "total": percentiles(total)}
+
+
+def weights_path() -> str:
+    from racestack.paths import models_dir
+
+    return str(models_dir() / "detector_yolov8n" / "weights.pt")
+
+
+@contextmanager
+def detector_process(backend: str, threads: int):
+    """The detector node in its own process, as ``racestack launch`` starts it."""
+    from racestack.graph import graph_to_processes, resolve_graph
+    from racestack.launcher import LaunchSession
+
+    node = {
+        "name": "flying_object_detector",
+        "entry": "flying_object_detector",
+        "threads": threads,
+        "parameters": {"backend": backend, "max_input_age": 0.0, "debug_image": False},
+    }
+    graph = resolve_graph({"name": "bench", "slots": {"detector": node}, "parameters": {}})
+    with tempfile.TemporaryDirectory(prefix="racestack-bench-") as run_dir:
+        session = LaunchSession(graph_to_processes(graph, run_dir), echo=lambda line: None)
+        session.start()
+        try:
+            yield session
+        finally:
+            session.stop()
+
+
+def node_latency(frames: list[np.ndarray], backend: str, threads: int, rate: float) -> dict[str, float]:
+    """Stamp -> 2D detections received, one frame in flight at a time."""
+    from sensor_msgs.msg import Image, PointCloud2
+
+    from racestack.image import array_to_image
+    from racestack.node import sensor_qos, stamp_to_ns
+    from racestack.probe import Probe
+
+    arrivals: dict[int, int] = {}
+
+    def on_boxes(msg: PointCloud2) -> None:
+        arrivals[stamp_to_ns(msg.header.stamp)] = time.time_ns()
+
+    latencies: list[float] = []
+    with detector_process(backend, threads) as session, Probe(f"bench_detector_{backend}") as probe:
+        probe.collect(PointCloud2, "/perception/flying_objects/detections_2d", callback=on_boxes)
+        publisher = probe.publisher(Image, "/sensing/camera/image_raw", sensor_qos())
+        if not probe.wait_for_subscribers("/sensing/camera/image_raw", 1, 120.0):
+            raise RuntimeError(f"{backend}: the detector never subscribed ({session.failures})")
+        probe.wait_for(lambda: probe.node.count_publishers("/perception/flying_objects/detections_2d") > 0, 10.0)
+        time.sleep(0.5)
+        for i in range(FRAMES + WARMUP):
+            msg = array_to_image(frames[i % len(frames)], "rgb8")
+            msg.header.frame_id = "camera_optical"
+            msg.header.stamp = probe.node.get_clock().now().to_msg()
+            stamp = stamp_to_ns(msg.header.stamp)
+            publisher.publish(msg)
+            started = time.monotonic()
+            probe.wait_for(lambda stamp=stamp: stamp in arrivals, 5.0, poll_s=0.0005)
+            if stamp in arrivals and i >= WARMUP:
+                latencies.append((arrivals[stamp] - stamp) / 1e6)
+            time.sleep(max(0.0, 1.0 / rate - (time.monotonic() - started)))
+    p50, p99 = percentiles(latencies) if latencies else (float("nan"), float("nan"))
+    return {"p50": p50, "p99": p99, "received": len(latencies), "sent": FRAMES}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_detector")
+    parser.add_argument("--backends", default="onnxruntime,torch", help="comma-separated backends to measure")
+    parser.add_argument("--threads", type=int, default=1, help="inference threads (the default graph uses 1)")
+    parser.add_argument("--rate", type=float, default=10.0, help="frames per second sent")
+    args = parser.parse_args()
+    os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    os.environ.setdefault("RACESTACK_CACHE", tempfile.mkdtemp(prefix="racestack-bench-cache-"))
+    frames = sim_frames(10)
+    cost = pre_post_cost(frames)
+    for name, (p50, p99) in cost.items():
+        target = f"  (target p50 <= {PRE_POST_TARGET_MS:g} ms)" if name == "total" else ""
+        print(f"detector {name:<11} 640x480: p50 {p50:.2f} ms, p99 {p99:.2f} ms{target}")
+    for backend in args.backends.split(","):
+        result = node_latency(frames, backend, args.threads, args.rate)
+        target = f"  (target p50 <= {LATENCY_TARGET_MS:g} ms)" if backend == "onnxruntime" else ""
+        print(
+            f"detector node {backend:<11} 640x480, {args.threads} thread(s), image stamp -> detections: "
+            f"p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms, answered {result['received']}/"
+            f"{result['sent']}{target}"
+        )
+
+
+if __name__ == "__main__":
+    main()

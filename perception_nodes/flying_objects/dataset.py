@@ -1,0 +1,158 @@
+"""``racestack dataset detector``: YOLO-format flying-object images from simulator runs.
+
+Training images come from the training scenarios only (``config/scenarios``), each run with a few
+seeds (new flying objects, sky and light per seed); the validation split uses one more seed of the
+same scenarios; the test split comes from the held-out scenarios (``config/scenarios/heldout``),
+which are used for nothing else. Each image gets a label file of its visible flying objects
+(``class cx cy w h``, normalized; classes drone, bird, airplane, helicopter) from the renderer's
+occlusion-aware ground-truth boxes. Layout: ``images/{train,val,test}``, ``labels/...``,
+``data.yaml`` (relocatable: no absolute path) and ``manifest.json`` (what was exported, counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from perception_nodes.flying_objects.classes import training_names
+from racestack.objects import FLYING_CLASSES
+
+SEED_STRIDE = 1000
+VAL_SEED = 999
+
+
+@dataclass
+class Sample:
+    """One exported camera frame: the RGB image and its YOLO label lines."""
+
+    image: np.ndarray
+    labels: list[str]
+    classes: np.ndarray
+
+
+def yolo_labels(boxes: np.ndarray, width: int, height: int) -> tuple[list[str], np.ndarray]:
+    """Label lines (``class cx cy w h``, normalized) and class indices of the flying-object boxes."""
+    flying = boxes[(boxes["class_id"] >= 1) & (boxes["class_id"] <= len(FLYING_CLASSES))]
+    classes = flying["class_id"].astype(np.int64) - 1
+    cx = (flying["u_min"] + flying["u_max"]) / 2 / width
+    cy = (flying["v_min"] + flying["v_max"]) / 2 / height
+    w = (flying["u_max"] - flying["u_min"]) / width
+    h = (flying["v_max"] - flying["v_min"]) / height
+    lines = [f"{c} {x:.6f} {y:.6f} {bw:.6f} {bh:.6f}" for c, x, y, bw, bh in zip(classes, cx, cy, w, h, strict=True)]
+    return lines, classes
+
+
+def render_samples(scenario: str, seed: int | None, frames: int, every: int, start: int = 10) -> Iterator[Sample]:
+    """``frames`` camera frames of one run (seed None: the scenario's own), ``every`` frames apart."""
+    from simulation.simulation import Simulation
+
+    sim = Simulation.from_scenario(scenario, seed=seed)
+    for _ in range(start):
+        sim.step_frame()
+    for _ in range(frames):
+        frame = sim.camera_frame()
+        if frame is None:
+            raise SystemExit(f"scenario '{scenario}' has no camera (sensors.camera.enabled is false)")
+        height, width = frame.image.shape[:2]
+        lines, classes = yolo_labels(frame.boxes, width, height)
+        yield Sample(frame.image, lines, classes)
+        for _ in range(every):
+            sim.step_frame()
+            if sim.done:
+                return
+
+
+def write_split(
+    root: Path,
+    split: str,
+    runs: list[tuple[str, int | None]],
+    frames: int,
+    every: int,
+    empty_keep: float,
+    quality: int,
+    flying_count: int = 0,
+) -> dict:
+    """Export the runs' frames into ``root/images/split`` and ``root/labels/split``; counts per class."""
+    images, labels = root / "images" / split, root / "labels" / split
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    counts = np.zeros(len(FLYING_CLASSES), dtype=np.int64)
+    written = 0
+    for scenario, seed in runs:
+        keep_empty = np.random.default_rng(seed or 0)
+        for index, sample in enumerate(render_samples(scenario, seed, frames, every, flying_count)):
+            if not sample.labels and keep_empty.random() >= empty_keep:
+                continue
+            stem = f"{Path(scenario).name}_s{'default' if seed is None else seed}_{index:05d}"
+            bgr = np.ascontiguousarray(sample.image[:, :, ::-1])
+            cv2.imwrite(str(images / f"{stem}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            (labels / f"{stem}.txt").write_text("".join(f"{line}\n" for line in sample.labels))
+            counts += np.bincount(sample.classes, minlength=len(FLYING_CLASSES))
+            written += 1
+        print(f"{split}: {scenario} (seed {seed}): {written} images so far", flush=True)
+    return {"images": written, "objects": dict(zip(FLYING_CLASSES, counts.tolist(), strict=True))}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("datasets/detector"), help="output folder")
+    parser.add_argument("--scenarios", nargs="*", default=None, help="training scenarios (default: all shipped)")
+    parser.add_argument("--heldout", nargs="*", default=None, help="test scenarios (default: all held-out ones)")
+    parser.add_argument("--seeds", type=int, default=3, help="training runs per scenario (different seeds)")
+    parser.add_argument("--frames", type=int, default=150, help="exported frames per training run")
+    parser.add_argument("--val-frames", type=int, default=40, help="exported frames per validation run")
+    parser.add_argument("--test-frames", type=int, default=100, help="exported frames per held-out scenario")
+    parser.add_argument("--every", type=int, default=5, help="simulator frames between exported frames")
+    parser.add_argument("--empty-keep", type=float, default=0.1, help="share of frames without objects kept")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    parser.add_argument(
+        "--flying-count",
+        type=int,
+        default=12,
+        help="flying objects around the ego in training/validation runs (0: the scenario's own); test: as shipped",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from simulation.scenario import list_scenarios
+
+    training = args.scenarios if args.scenarios is not None else list_scenarios()
+    heldout = args.heldout if args.heldout is not None else list_scenarios(heldout=True)
+    leaked = sorted(set(training) & set(heldout)) + [s for s in training if "heldout" in s]
+    if leaked:
+        raise SystemExit(f"held-out scenario(s) {', '.join(sorted(set(leaked)))} cannot be used for training")
+    out = args.out
+    common = {"every": args.every, "empty_keep": args.empty_keep, "quality": args.quality}
+    dense = {**common, "flying_count": args.flying_count}
+    splits = {
+        "train": write_split(
+            out,
+            "train",
+            [(s, (k + 1) * SEED_STRIDE) for s in training for k in range(args.seeds)],
+            args.frames,
+            **dense,
+        ),
+        "val": write_split(out, "val", [(s, VAL_SEED) for s in training], args.val_frames, **dense),
+        "test": write_split(out, "test", [(s, None) for s in heldout], args.test_frames, **common),
+    }
+    data = {"train": "images/train", "val": "images/val", "test": "images/test", "names": training_names()}
+    (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    manifest = {
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "training_scenarios": training,
+        "test_scenarios": heldout,
+        "splits": splits,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    for split, summary in splits.items():
+        print(f"{split}: {summary['images']} images, objects {summary['objects']}")
+    print(f"data set: {out / 'data.yaml'}")
+    return 0
