@@ -38,6 +38,9 @@ _NODE_KEYS = {
 }
 
 
+_CONTRACT_KEYS = ("inputs", "outputs")
+
+
 class GraphError(ValueError):
     """A graph file or an override that cannot be used; the message names the key."""
 
@@ -57,6 +60,14 @@ class NodeSpec:
     threads: int = 0
 
 
+@dataclass(frozen=True)
+class SlotContract:
+    """The topics a slot reads and writes, whatever implementation fills it (docs/interfaces.md)."""
+
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+
+
 @dataclass
 class Graph:
     name: str
@@ -65,6 +76,21 @@ class Graph:
     parameters: dict[str, Any]
     parameter_files: list[str]
     choices: dict[str, str]
+    contracts: dict[str, SlotContract] = field(default_factory=dict)
+
+    def enabled_slots(self) -> list[str]:
+        return list(dict.fromkeys(node.slot for node in self.nodes))
+
+    def external_inputs(self) -> list[str]:
+        """Topics the enabled slots read that none of them writes: what a bag or a vehicle must provide."""
+        slots = self.enabled_slots()
+        produced = {t for s in slots for t in self.contracts.get(s, SlotContract()).outputs}
+        needed = [t for s in slots for t in self.contracts.get(s, SlotContract()).inputs if t not in produced]
+        return list(dict.fromkeys(needed))
+
+    def outputs(self) -> list[str]:
+        slots = self.enabled_slots()
+        return list(dict.fromkeys(t for s in slots for t in self.contracts.get(s, SlotContract()).outputs))
 
 
 @dataclass
@@ -102,8 +128,9 @@ def resolve_graph(
     unknown = sorted(set(swaps) - set(slots))
     if unknown:
         raise GraphError(f"--swap: unknown slot '{unknown[0]}' (slots: {', '.join(slots)})")
-    nodes, choices = [], {}
+    nodes, choices, contracts = [], {}, {}
     for slot, body in slots.items():
+        contracts[slot] = _contract(slot, body)
         implementations, default = _implementations(slot, body)
         choice = swaps.get(slot, default)
         if choice not in implementations:
@@ -133,6 +160,7 @@ def resolve_graph(
         parameters=dict(data.get("parameters") or {}),
         parameter_files=list(data.get("parameter_files") or []),
         choices=choices,
+        contracts=contracts,
     )
 
 
@@ -207,7 +235,21 @@ def build_processes(
     return processes
 
 
+def _contract(slot: str, body: Any) -> SlotContract:
+    if not isinstance(body, dict):
+        return SlotContract()
+    topics = {}
+    for key in ("inputs", "outputs"):
+        value = body.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(t, str) and t.startswith("/") for t in value):
+            raise GraphError(f"slot '{slot}': '{key}' must be a list of absolute topic names")
+        topics[key] = tuple(value)
+    return SlotContract(**topics)
+
+
 def _implementations(slot: str, body: Any) -> tuple[dict[str, list[dict]], str]:
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k not in _CONTRACT_KEYS}
     if isinstance(body, dict) and "implementations" in body:
         impls = body["implementations"]
         if not isinstance(impls, dict) or not impls:
