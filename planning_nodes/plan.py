@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from planning_nodes.mpc.model import ACCEL, STEER, STEER_RATE, V, YAW
+from planning_nodes.mpc.model import ACCEL, STEER, STEER_RATE, YAW, V
 
 MPC, SHIFTED, BRAKING, PURSUIT = "mpc", "shifted", "braking", "pure_pursuit"
 
@@ -46,12 +46,13 @@ class Plan:
     def times(self) -> np.ndarray:
         return self.time + self.dt * np.arange(self.states.shape[0])
 
-    def command(self) -> dict[str, float]:
-        """The /control/command fields: wheel angle and speed at the end of the first step."""
+    def command(self, lead: float | None = None) -> dict[str, float]:
+        """The /control/command fields: wheel angle and speed ``lead`` s ahead (default: one step)."""
+        at = self.sample(np.array([self.time + (self.dt if lead is None else lead)]))[0]
         return {
-            "steering_angle": float(self.states[1, STEER]),
+            "steering_angle": float(at[STEER]),
             "steering_rate": float(self.inputs[0, STEER_RATE]),
-            "speed": float(self.states[1, V]),
+            "speed": float(at[V]),
             "acceleration": float(self.inputs[0, ACCEL]),
         }
 

@@ -97,10 +97,10 @@ class CasadiPeer:
                 speed <= vehicle.max_speed,
                 steer <= p["steer_max"],
                 -steer <= p["steer_max"],
-                u[0, :].T <= vehicle.max_steer_rate,
-                -u[0, :].T <= vehicle.max_steer_rate,
-                u[1, :].T >= -vehicle.max_brake,
-                u[1, :].T <= p["accel_max"],
+                vehicle.max_steer_rate >= u[0, :].T,
+                vehicle.max_steer_rate >= -u[0, :].T,
+                -vehicle.max_brake <= u[1, :].T,
+                p["accel_max"] >= u[1, :].T,
                 track_proj >= p["track_lo"] - ts,
                 track_proj <= p["track_hi"] + ts,
             ]
@@ -128,7 +128,9 @@ class CasadiPeer:
         opti.solver("ipopt", {"print_time": False}, {"print_level": 0, "tol": tolerance, "sb": "yes"})
         self.opti, self.p, self.z, self.u, self.cost = opti, p, z, u, cost
 
-    def solve(self, stage: Stage, weights: CostWeights, warm: tuple[np.ndarray, np.ndarray] | None = None) -> PeerResult:
+    def solve(
+        self, stage: Stage, weights: CostWeights, warm: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> PeerResult:
         opti, p = self.opti, self.p
         values = {
             "z0": stage.z0,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planning_nodes.mpc.model import NU, NX, STEER, V, YAW, rollout, step
+from planning_nodes.mpc.model import NU, NX, STEER, YAW, V, rollout, step
 from planning_nodes.opponents import Forecast, plan_collides
 from planning_nodes.plan import BRAKING, SHIFTED, EgoState, Plan
 from simulation.track import Track
@@ -65,7 +65,9 @@ def braking_plan(
         s, _, _ = track.project(z[None, :2])
         ahead = float(s[0]) + max(6.0, 0.6 * z[V])
         target = track.frenet_to_xy(ahead, lane)
-        wanted = np.clip(pursuit_steer(z[0], z[1], z[YAW], target, vehicle.wheelbase), -vehicle.max_steer, vehicle.max_steer)
+        wanted = np.clip(
+            pursuit_steer(z[0], z[1], z[YAW], target, vehicle.wheelbase), -vehicle.max_steer, vehicle.max_steer
+        )
         inputs[k, 0] = np.clip(wanted - z[STEER], -max_delta, max_delta) / dt
         inputs[k, 1] = -min(vehicle.max_brake, z[V] / dt)
         states[k + 1] = step(z, inputs[k], dt, vehicle.wheelbase)

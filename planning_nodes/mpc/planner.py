@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from planning_nodes.mpc.fallback import Fallback, shift_plan
-from planning_nodes.mpc.model import NU, NX, STEER, V, YAW, linearize
+from planning_nodes.mpc.model import NU, NX, STEER, YAW, V, linearize
 from planning_nodes.mpc.problem import CostWeights, MpcProblem, SlackWeights, Solution, Stage
 from planning_nodes.mpc.references import PlanFrame, RaceReference
 from planning_nodes.mpc.risk_field import LocalRisk, RiskField
@@ -201,9 +201,13 @@ class MpcPlanner:
             keep = self.avoidance.build(fc, s_c, d_c, heading_map, ego.v, frame)
         else:
             keep = KeepClear.inactive(cfg.opponent_slots, cfg.horizon)
-        local = risk.local_model(centers_local, yaw, self.step_times) if risk is not None else LocalRisk.zero(cfg.horizon)
+        local = (
+            risk.local_model(centers_local, yaw, self.step_times) if risk is not None else LocalRisk.zero(cfg.horizon)
+        )
         speed = np.maximum(guess_z[1:, V], 1.0)
-        steer_max = np.minimum(veh.max_steer, np.arctan(cfg.grip_scale * veh.max_lateral_accel * veh.wheelbase / speed**2))
+        steer_max = np.minimum(
+            veh.max_steer, np.arctan(cfg.grip_scale * veh.max_lateral_accel * veh.wheelbase / speed**2)
+        )
         steer_max = np.maximum(steer_max, np.abs(z0[STEER]) - veh.max_steer_rate * self.step_times)
         return Stage(
             z0=z0,

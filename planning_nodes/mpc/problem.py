@@ -118,6 +118,29 @@ class Solution:
     opponent_slack: float
 
 
+WEIGHTED_PARAMETERS = (
+    "line_nx",
+    "line_ny",
+    "line_b",
+    "yaw_w",
+    "yaw_b",
+    "speed_w",
+    "speed_b",
+    "steer_w",
+    "steer_rate_w",
+    "accel_w",
+    "jerk_w",
+    "jerk_sw",
+    "jerk_b0",
+    "risk_gx",
+    "risk_gy",
+    "risk_qx",
+    "risk_qy",
+    "risk_bx",
+    "risk_by",
+)
+
+
 def weighted_values(stage: Stage, weights: np.ndarray) -> dict[str, Any]:
     """Parameter values of the problem for a stage and a weight vector (numpy or torch alike).
 
@@ -126,10 +149,11 @@ def weighted_values(stage: Stage, weights: np.ndarray) -> dict[str, Any]:
     """
     w = dict(zip(CostWeights.names(), weights, strict=True))
     s_lat, s_head, s_speed = w["lateral"] ** 0.5, w["heading"] ** 0.5, w["speed"] ** 0.5
-    q = (0.5 * w["risk"] * stage.risk_curv) ** 0.5
+    # sqrt of the data separately: d sqrt(w·h)/dw is undefined where the curvature h is 0
+    q = (0.5 * w["risk"]) ** 0.5 * stage.risk_curv**0.5
     return {
-        "line_nx": s_lat * stage.line_normal[:, 0],
-        "line_ny": s_lat * stage.line_normal[:, 1],
+        "line_nx": s_lat * stage.line_normal[..., 0],
+        "line_ny": s_lat * stage.line_normal[..., 1],
         "line_b": s_lat * stage.line_offset,
         "yaw_w": s_head,
         "yaw_b": s_head * stage.yaw_ref,
@@ -140,13 +164,13 @@ def weighted_values(stage: Stage, weights: np.ndarray) -> dict[str, Any]:
         "accel_w": w["accel"],
         "jerk_w": w["jerk"],
         "jerk_sw": w["jerk"] ** 0.5,
-        "jerk_b0": w["jerk"] ** 0.5 * stage.u_prev[1],
-        "risk_gx": w["risk"] * stage.risk_grad[:, 0],
-        "risk_gy": w["risk"] * stage.risk_grad[:, 1],
-        "risk_qx": q[:, 0],
-        "risk_qy": q[:, 1],
-        "risk_bx": q[:, 0] * stage.risk_point[:, 0],
-        "risk_by": q[:, 1] * stage.risk_point[:, 1],
+        "jerk_b0": w["jerk"] ** 0.5 * stage.u_prev[..., 1],
+        "risk_gx": w["risk"] * stage.risk_grad[..., 0],
+        "risk_gy": w["risk"] * stage.risk_grad[..., 1],
+        "risk_qx": q[..., 0],
+        "risk_qy": q[..., 1],
+        "risk_bx": q[..., 0] * stage.risk_point[..., 0],
+        "risk_by": q[..., 1] * stage.risk_point[..., 1],
     }
 
 
