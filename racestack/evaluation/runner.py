@@ -1,0 +1,275 @@
+"""Running the stack for evaluation: on a bag (lockstep or real time) or closed loop in the simulator.
+
+Both start the graph through the real launcher, record what the enabled slots publish (plus
+/diagnostics) into a bag, and time each frame from the moment its input was published to the
+moment the answer (the last enabled slot's output with the same header stamp) arrived.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rosgraph_msgs.msg import Clock
+
+from racestack.bag_record import Recorder
+from racestack.bag_replay import BagReplayer
+from racestack.bags import Bag, require_topics
+from racestack.cdr import message_class
+from racestack.graph import Graph, build_processes, load_graph_file, parse_overrides, resolve_graph
+from racestack.launcher import LaunchSession
+from racestack.node import result_qos, stamp_to_ns
+from racestack.probe import Probe
+
+SENSOR_TRIGGER = "/sensing/lidar/points"
+STATE_TOPICS = ("/localization/odometry", "/sensing/camera/camera_info")
+STARTUP_TIMEOUT_S = 180.0
+MODES = ("lockstep", "realtime")
+
+
+class EvaluationError(RuntimeError):
+    """A run that cannot be done (missing topic, node died at start-up…); the message says which."""
+
+
+@dataclass
+class StackOptions:
+    """Which graph to run and how it is edited (the ``racestack launch`` options)."""
+
+    graph: str = "default"
+    swap: list[str] = field(default_factory=list)
+    set_: list[str] = field(default_factory=list)
+    disable: list[str] = field(default_factory=list)
+    transport: str = ""
+
+    def resolved(self, extra_disable: tuple[str, ...] = (), extra_set: tuple[str, ...] = ()) -> Graph:
+        swaps, sets = parse_overrides(self.swap, [*self.set_, *extra_set])
+        return resolve_graph(load_graph_file(self.graph), swaps, sets, {*self.disable, *extra_disable})
+
+    def processes(self, run_dir: Path, extra_disable: tuple[str, ...] = (), extra_set: tuple[str, ...] = ()):
+        return build_processes(
+            self.graph, run_dir, self.swap, [*self.set_, *extra_set], [*self.disable, *extra_disable], self.transport
+        )
+
+
+@dataclass
+class RunResult:
+    output_bag: Path
+    mode: str
+    trigger: str
+    answer: str
+    published: dict[int, int] = field(default_factory=dict)
+    answered: dict[int, int] = field(default_factory=dict)
+    timeouts: int = 0
+    wall_s: float = 0.0
+    choices: dict[str, str] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def latencies_ms(self) -> list[float]:
+        return [(self.answered[s] - t) / 1e6 for s, t in self.published.items() if s in self.answered]
+
+    def dropped(self) -> int:
+        return sum(1 for s in self.published if s not in self.answered)
+
+
+def pick_trigger_and_answer(graph: Graph, inputs: list[str], trigger: str = "", answer: str = "") -> tuple[str, str]:
+    """The frame topic that paces a run and the output that answers it."""
+    if not trigger:
+        frames = [t for t in inputs if t not in STATE_TOPICS and not t.startswith("/map/")]
+        trigger = SENSOR_TRIGGER if SENSOR_TRIGGER in inputs else (frames[0] if frames else "")
+    if not answer:
+        slots = [s for s in graph.enabled_slots() if graph.contracts.get(s) and graph.contracts[s].outputs]
+        answer = graph.contracts[slots[-1]].outputs[0] if slots else ""
+    if not trigger or not answer:
+        raise EvaluationError("cannot tell which topic paces the run and which answers it: pass --trigger/--answer")
+    return trigger, answer
+
+
+class _Answers:
+    """Wall-clock arrival of each answer stamp, seen by the evaluator's own node."""
+
+    def __init__(self, probe: Probe, msg_type: type, topic: str) -> None:
+        self.times: dict[int, int] = {}
+        self.event = threading.Event()
+        probe.collect(msg_type, topic, qos=result_qos(50), keep=1, callback=self._on)
+
+    def _on(self, msg) -> None:
+        stamp = stamp_to_ns(msg.header.stamp)
+        self.times.setdefault(stamp, time.time_ns())
+        self.event.set()
+
+    def wait(self, stamp: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while stamp not in self.times:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.event.clear()
+            self.event.wait(min(left, 0.05))
+        return True
+
+
+def _answer_type(topic: str) -> type:
+    known = {
+        "/planning/trajectory": "nav_msgs/msg/Path",
+        "/control/command": "sensor_msgs/msg/JointState",
+        "/perception/bev/segmentation": "nav_msgs/msg/OccupancyGrid",
+        "/perception/bev/reconstruction": "sensor_msgs/msg/Image",
+        "/planning/risk_map": "sensor_msgs/msg/Image",
+    }
+    return message_class(known.get(topic, "sensor_msgs/msg/PointCloud2"))
+
+
+def _wait_ready(session: LaunchSession, ready: Callable[[], bool], what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        dead = session.check()
+        if any(n.spec.required for n in dead):
+            raise EvaluationError("a node died during start-up:\n" + "\n".join(session.failures))
+        if time.monotonic() > deadline:
+            raise EvaluationError(f"the stack was not ready after {timeout_s:.0f} s ({what})")
+        time.sleep(0.1)
+
+
+def _progress(done: int, total: int, label: str) -> None:
+    width = 30
+    filled = int(width * done / total) if total else 0
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {label}")
+    sys.stderr.flush()
+
+
+def run_on_bag(
+    bag_path: str | Path,
+    options: StackOptions,
+    out_dir: str | Path,
+    mode: str = "lockstep",
+    trigger: str = "",
+    answer: str = "",
+    rate: float = 1.0,
+    timeout_s: float = 5.0,
+    progress: bool = True,
+) -> RunResult:
+    """Replays the inputs the enabled slots need into the stack and records what it publishes."""
+    if mode not in MODES:
+        raise EvaluationError(f"mode '{mode}' is not one of {', '.join(MODES)}")
+    graph = options.resolved(extra_disable=("simulator",))
+    inputs = graph.external_inputs()
+    with Bag(bag_path) as bag:
+        require_topics(bag, inputs)
+        trigger, answer = pick_trigger_and_answer(graph, inputs, trigger, answer)
+        frames = bag.topics[trigger].count or 0
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = RunResult(output_bag=out_dir / "stack_outputs", mode=mode, trigger=trigger, answer=answer,
+                       choices=graph.choices)
+    run_dir = Path(tempfile.mkdtemp(prefix="racestack-eval-"))
+    processes = options.processes(run_dir, extra_disable=("simulator",))
+    session = LaunchSession(processes, echo=lambda line: None)
+    recorder = Recorder(result.output_bag, topics=[*graph.outputs(), "/diagnostics"], log=lambda text: None)
+    replayer = BagReplayer(bag_path, topics=inputs, log=lambda text: None)
+    probe = Probe("racestack_evaluator")
+    answers = _Answers(probe, _answer_type(answer), answer)
+    start = time.monotonic()
+    try:
+        session.start()
+        recorder.start()
+        _wait_ready(session, lambda: replayer.wait_for_subscribers(0.0), "inputs not subscribed", STARTUP_TIMEOUT_S)
+        _wait_ready(session, lambda: recorder.wait_for_topics([answer], 0.0), f"{answer} not advertised", 60.0)
+        time.sleep(1.0)
+        _replay(replayer, session, answers, result, mode, rate, timeout_s, frames if progress else 0)
+        time.sleep(1.0)
+    finally:
+        result.wall_s = time.monotonic() - start
+        result.answered = dict(answers.times)
+        recorder.stop()
+        session.stop()
+        result.failures = list(session.failures)
+        replayer.close()
+        probe.close()
+        if progress:
+            sys.stderr.write("\n")
+    return result
+
+
+def _replay(replayer, session, answers, result: RunResult, mode: str, rate: float, timeout_s: float, frames: int):
+    wall_start, first = time.monotonic(), None
+    for item in replayer.messages():
+        if mode == "realtime":
+            first = item.time_ns if first is None else first
+            delay = wall_start + (item.time_ns - first) / 1e9 / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        replayer.publish(item)
+        if item.topic != result.trigger or item.stamp_ns is None:
+            continue
+        result.published[item.stamp_ns] = time.time_ns()
+        if mode == "lockstep" and not answers.wait(item.stamp_ns, timeout_s):
+            result.timeouts += 1
+        if any(n.spec.required for n in session.check()):
+            raise EvaluationError("a node died during the run:\n" + "\n".join(session.failures))
+        if frames:
+            _progress(len(result.published), frames, f"{len(result.published)}/{frames} frames ({mode})")
+
+
+SIMULATOR_SETTINGS = ("simulator.clock_mode={clock}", "simulator.drive=command", "simulator.scenario={scenario}")
+
+
+def run_closed_loop(
+    options: StackOptions,
+    scenario: str,
+    duration_s: float,
+    out_dir: str | Path,
+    clock: str = "lockstep",
+    record_all: bool = True,
+    progress: bool = True,
+) -> RunResult:
+    """The simulator drives the stack (and the stack the car) for ``duration_s`` of simulated time."""
+    graph = options.resolved()
+    if "simulator" not in graph.enabled_slots():
+        raise EvaluationError("closed loop needs the simulator slot")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trigger, answer = "/localization/odometry", pick_trigger_and_answer(graph, [SENSOR_TRIGGER])[1]
+    result = RunResult(output_bag=out_dir / "run", mode=f"closed loop ({clock})", trigger=trigger, answer=answer,
+                       choices=graph.choices)
+    settings = tuple(s.format(clock=clock, scenario=scenario) for s in SIMULATOR_SETTINGS)
+    processes = options.processes(Path(tempfile.mkdtemp(prefix="racestack-run-")), extra_set=settings)
+    session = LaunchSession(processes, echo=lambda line: None)
+    topics = [*graph.outputs(), "/diagnostics"]
+    recorder = Recorder(result.output_bag, topics=topics, all_topics=record_all, log=lambda text: None)
+    probe = Probe("racestack_closed_loop")
+    answers = _Answers(probe, _answer_type(answer), answer)
+    frames = _Answers(probe, message_class("nav_msgs/msg/Odometry"), trigger)
+    sim_time = [0.0]
+    probe.collect(Clock, "/clock", keep=1, callback=lambda msg: sim_time.__setitem__(0, stamp_to_ns(msg.clock) / 1e9))
+    start = time.monotonic()
+    try:
+        session.start()
+        recorder.start()
+        _wait_ready(session, lambda: sim_time[0] > 0.0, "no /clock from the simulator", STARTUP_TIMEOUT_S)
+        begin = sim_time[0]
+        while sim_time[0] - begin < duration_s:
+            dead = session.check()
+            if any(n.spec.required for n in dead):
+                raise EvaluationError("a node died during the run:\n" + "\n".join(session.failures))
+            if progress:
+                rate = (sim_time[0] - begin) / max(time.monotonic() - start, 1e-3)
+                _progress(int(sim_time[0] - begin), int(duration_s),
+                          f"{sim_time[0] - begin:5.1f}/{duration_s:.0f} s simulated ({rate:.2f}x real time)")
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        result.wall_s = time.monotonic() - start
+        result.published = dict(frames.times)
+        result.answered = dict(answers.times)
+        recorder.stop()
+        session.stop()
+        result.failures = list(session.failures)
+        probe.close()
+        if progress:
+            sys.stderr.write("\n")
+    return result
