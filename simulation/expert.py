@@ -106,9 +106,16 @@ class ExpertDriver:
         if self.passing is not None:
             lead = _by_id(traffic, self.passing[0])
             if lead is not None:
-                goal = np.full_like(s, lead.d + self.passing[1])
+                goal = self._predicted_offset(lead, s) + self.passing[1]
         lower, upper = self._bounds(s)
         return np.clip(goal, lower, upper)
+
+    def _predicted_offset(self, other: Traffic, s: np.ndarray) -> np.ndarray:
+        """Where ``other`` will be laterally at ``s``: on the racing line if it drives it, else in its lane."""
+        racing_there = float(self.track.racing_offset_at(other.s))
+        if abs(other.d - racing_there) < 0.5:
+            return self.track.racing_offset_at(s) + (other.d - racing_there)
+        return np.full_like(np.asarray(s, dtype=np.float64), other.d)
 
     def _planned_offset(self, s: float) -> float | None:
         """The current plan's offset at ``s`` (None without a plan or beyond it)."""
@@ -173,12 +180,15 @@ class ExpertDriver:
         limit = np.minimum(p.max_speed, np.sqrt(self.lateral_accel / np.maximum(np.abs(curvature), 1e-9)))
         limit = np.minimum.accumulate((limit**2 + 2.0 * self.brake * ahead)[::-1])[::-1] - 2.0 * self.brake * ahead
         speed = np.sqrt(np.maximum(limit, 0.0))
+        d_now = float(np.interp(0.0, ahead, d))
         for other in traffic:
             gap = float(self.track.wrap_ds(other.s - s_now)) - p.length
             if gap < -p.length or gap > ahead[-1]:
                 continue
             d_plan = float(np.interp(gap + p.length, ahead, d))
-            if abs(d_plan - other.d) > p.width + 0.5:
+            band = p.width + 0.5
+            alongside_soon = gap < self.spec.follow_gap + self.spec.time_gap * v
+            if abs(d_plan - other.d) > band and not (alongside_soon and abs(d_now - other.d) < band):
                 continue
             room = max(gap - self.spec.follow_gap, 0.0)
             safe = np.sqrt(other.v**2 + 2.0 * self.brake * room)
@@ -189,16 +199,14 @@ class ExpertDriver:
     # -- overtaking --------------------------------------------------------------------------
 
     def _update_pass(self, s_now: float, d_now: float, v: float, traffic: list[Traffic]) -> None:
-        """Start a pass of a slower car ahead on the free side; end it once clear ahead of that car."""
+        """Start a pass of a slower car ahead on a side that stays free; end it once clear ahead."""
         p = self.params
-        offset = p.width + self.spec.side_clearance
         if self.passing is not None:
             lead = _by_id(traffic, self.passing[0])
             done = lead is None or float(self.track.wrap_ds(s_now - lead.s)) > p.length + 10.0
             if done or not self._side_free(lead, self.passing[1], s_now, traffic):
                 self.passing = None
             return
-        racing_now = float(self.track.racing_offset_at(s_now))
         candidates = []
         for other in traffic:
             gap = float(self.track.wrap_ds(other.s - s_now)) - p.length
@@ -211,24 +219,28 @@ class ExpertDriver:
         if not candidates:
             return
         _, lead = min(candidates, key=lambda c: c[0])
-        sides = sorted((offset, -offset), key=lambda side: abs(lead.d + side - racing_now))
-        for side in sides:
+        offset = p.width + self.spec.side_clearance
+        racing_there = float(self.track.racing_offset_at(lead.s))
+        for side in sorted((offset, -offset), key=lambda side: abs(lead.d + side - racing_there)):
             if self._side_free(lead, side, s_now, traffic):
                 self.passing = (lead.instance_id, side)
                 return
 
     def _side_free(self, lead: Traffic, side: float, s_now: float, traffic: list[Traffic]) -> bool:
-        """The lane beside ``lead`` fits the car within the margins, and no other car is in it nearby."""
+        """Beside ``lead`` on ``side`` fits the car within the margins for the whole pass, and no
+        other car is in that lane nearby."""
         p = self.params
-        lane = lead.d + side
-        lower, upper = self._bounds(np.array([lead.s, s_now]))
-        if not (lower.max() <= lane <= upper.min()):
+        window = s_now + np.arange(0.0, float(self.track.wrap_ds(lead.s - s_now)) + 80.0, 10.0)
+        lane = self._predicted_offset(lead, window) + side
+        lower, upper = self._bounds(window)
+        if (lane < lower).any() or (lane > upper).any():
             return False
+        lane_now = float(lane[0])
         for other in traffic:
             if other.instance_id == lead.instance_id:
                 continue
             along = float(self.track.wrap_ds(other.s - s_now))
-            if -p.length - 5.0 < along < 80.0 and abs(other.d - lane) < p.width + 0.8:
+            if -p.length - 5.0 < along < 80.0 and abs(other.d - lane_now) < p.width + 0.8:
                 return False
         return True
 
