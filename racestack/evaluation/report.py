@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import yaml
 from rclpy.serialization import deserialize_message
 
 from racestack.bags import Bag
@@ -23,12 +24,19 @@ from racestack.evaluation.scoring import Scorecard
 from racestack.grid import occupancy_to_grid
 from racestack.image import image_to_array
 from racestack.objects import BEV_CLASSES, OBJECT_CLASSES, cloud_to_boxes2d, cloud_to_objects
+from racestack.paths import resolve_share_path
 from racestack.pointcloud import read_points
 from racestack.transforms import pose_matrix
 
 PLOTS = ("bev", "reconstruction", "tracks", "risk_map", "trajectories", "detections", "latency")
 BEV_COLORS = np.array([[0.15, 0.15, 0.15], [0.45, 0.45, 0.5], [0.95, 0.6, 0.1], [0.9, 0.1, 0.2]])
 MAP_TOPICS = ("/map/left_bound", "/map/right_bound", "/map/racing_line")
+
+
+def configured_lidar_pose(parameter_file: str = "lite.yaml") -> list[float]:
+    """The LiDAR extrinsic the nodes use (the shared `/**` section of the parameter file)."""
+    data = yaml.safe_load(resolve_share_path(parameter_file, "config/params").read_text()) or {}
+    return list(data.get("/**", {}).get("ros__parameters", {}).get("lidar_pose", [0.0] * 6))
 
 
 def message_at(bags: Sequence[Path], topic: str, stamp: int | None = None):
@@ -231,9 +239,15 @@ def _fmt(value: Any) -> str:
 
 
 def write_report(
-    bags: Sequence[Path], card: Scorecard, out: Path, title: str, context: dict[str, Any], lidar_pose: Sequence[float]
+    bags: Sequence[Path],
+    card: Scorecard,
+    out: Path,
+    title: str,
+    context: dict[str, Any],
+    lidar_pose: Sequence[float] | None = None,
 ) -> Path:
     """Writes plots, report.md, report.html and metrics.json into ``out``; returns report.html."""
+    lidar_pose = configured_lidar_pose() if lidar_pose is None else lidar_pose
     out.mkdir(parents=True, exist_ok=True)
     rec = Recording(bags, ("/perception/bev/segmentation", "/ground_truth/bev/segmentation",
                            "/perception/bev/reconstruction", "/perception/objects/tracked", "/ground_truth/objects",
