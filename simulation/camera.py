@@ -21,10 +21,13 @@ from sensor_msgs.msg import CameraInfo
 
 from racestack.objects import BOX2D_DTYPE
 from racestack.transforms import camera_optical_matrix, planar_pose_matrix
+from simulation.meshes import Mesh
 from simulation.schema import Section
 from simulation.world import DynamicScene, RayHits, World
 
 DEFAULT_CAMERA_POSE = (1.0, 0.0, 1.4, 0.0, 0.0, 0.0)
+_SKY_LIGHT = np.array([0.75, 0.82, 0.95], np.float32)
+_SUN_LIGHT = np.array([1.05, 1.0, 0.92], np.float32)
 _CLOUD_ALTITUDE = 1500.0
 _NOISE_BANK_PAD = 64
 
@@ -121,6 +124,8 @@ class Camera:
         v = (np.arange(low_h) + 0.5) * config.height / low_h
         self._base_directions = self._directions(*np.meshgrid(u, v))
         self._display = _display_lut(config.sky.exposure)
+        self._static_table: tuple[Mesh, np.ndarray] | None = None
+        self._gradient = self._sky_gradient()
 
     def info(self, header=None) -> CameraInfo:
         """The ``sensor_msgs/CameraInfo`` of this camera (no distortion)."""
@@ -178,12 +183,13 @@ class Camera:
         directions = np.concatenate([g.reshape(-1, 3) for g in grids]) @ rotation
         hits = world.cast(_rays(origin, directions), dynamic)
         colors = self._display[self._shade(hits, origin, directions)]
+        instance = hits.attribute("instance")
         boxes, instances, pixels = [], [], []
         start = 0
         for roi, grid in zip(rois, grids, strict=True):
             count = grid.shape[0] * grid.shape[1]
             body = dynamic.bodies[roi.index]
-            own = (hits.instance[start : start + count] == body.instance).reshape(grid.shape[:2])
+            own = (instance[start : start + count] == body.instance).reshape(grid.shape[:2])
             color = colors[start : start + count].reshape(*grid.shape[:2], 3)
             start += count
             coverage = self._paint(image, roi, own, color)
@@ -248,9 +254,26 @@ class Camera:
         target[touched] = pixel[touched].astype(np.uint8) if pixel.dtype != np.uint8 else pixel[touched]
         return coverage
 
-    def _shade(self, hits: RayHits, origin: np.ndarray, directions: np.ndarray) -> np.ndarray:
-        """Display-LUT indices (N, 3) of each ray's colour: lit surfaces with haze, or sky."""
+    def _lit(self, mesh: Mesh) -> np.ndarray:
+        """(2T, 3) linear colour of both faces of every triangle (rows 2t: the winding side, 2t+1: the back).
+
+        Sun and sky light do not change during a run, so the static world's table is computed once.
+        """
         sky = self.config.sky
+        normal = mesh.normals()
+        faces = np.stack([normal, -normal], axis=1).reshape(-1, 3)
+        sun = np.maximum(faces @ sky.sun, 0.0) * (1.0 - 0.6 * sky.cloud_cover)
+        ambient = 0.35 + 0.15 * faces[:, 2]
+        light = ambient[:, None] * _SKY_LIGHT + sun[:, None] * _SUN_LIGHT
+        return (np.repeat(mesh.albedo, 2, axis=0) * light).astype(np.float32)
+
+    def _static_lit(self, mesh: Mesh) -> np.ndarray:
+        if self._static_table is None or self._static_table[0] is not mesh:
+            self._static_table = (mesh, self._lit(mesh))
+        return self._static_table[1]
+
+    def _shade(self, hits: RayHits, origin: np.ndarray, directions: np.ndarray) -> np.ndarray:
+        """Display-LUT indices (N, 3) of each ray's colour: lit surfaces with texture and haze, or sky."""
         linear = np.empty((directions.shape[0], 3), np.float32)
         hit_mask = hits.hit
         miss = np.flatnonzero(~hit_mask)
@@ -258,24 +281,29 @@ class Camera:
             linear[miss] = self._sky(origin, directions[miss])
         hit = np.flatnonzero(hit_mask)
         if hit.size:
-            d = directions[hit]
-            distance = hits.distance[hit]
-            normal = hits.normal[hit]
-            facing = np.sign(np.einsum("ij,ij->i", normal, d))[:, None]
-            normal = -normal * np.where(facing == 0, 1.0, facing)
-            sun = np.maximum(normal @ sky.sun, 0.0) * (1.0 - 0.6 * sky.cloud_cover)
-            ambient = 0.35 + 0.15 * normal[:, 2]
-            points = origin + d * distance[:, None]
-            texture = self._surface_texture(points) - 0.5
-            fade = np.exp(-distance / 80.0)
-            albedo = hits.albedo[hit] * (1.0 + 1.6 * hits.texture[hit] * texture * fade)[:, None]
-            light = ambient[:, None] * np.array([0.75, 0.82, 0.95], np.float32) + sun[:, None] * np.array(
-                [1.05, 1.0, 0.92], np.float32
-            )
-            transmission = np.exp(-3.912 * distance / sky.visibility)[:, None]
-            haze = self._horizon_color()
-            linear[hit] = albedo * light * transmission + haze * (1.0 - transmission)
+            linear[hit] = self._surfaces(hits, hit, origin, directions[hit])
         return np.clip(linear * 1023.0, 0, 2047).astype(np.int16)
+
+    def _surfaces(self, hits: RayHits, hit: np.ndarray, origin: np.ndarray, d: np.ndarray) -> np.ndarray:
+        distance = hits.distance[hit]
+        back = np.einsum("ij,ij->i", hits.normal[hit], d) > 0  # the ray meets the back of the triangle
+        key = hits.triangle[hit] * 2 + back
+        dynamic = hits.dynamic[hit]
+        color = np.empty((hit.size, 3), np.float32)
+        color[~dynamic] = self._static_lit(hits.static_mesh)[key[~dynamic]]
+        if dynamic.any():
+            color[dynamic] = self._lit(hits.dynamic_mesh)[key[dynamic]]
+        transmission = np.exp(distance * np.float32(-3.912 / self.config.sky.visibility))
+        factor = transmission.copy()
+        amplitude = hits.lookup(hits.static_mesh.texture, _texture_of(hits.dynamic_mesh), 0.0, hit)
+        textured = np.flatnonzero((amplitude > 0) & (distance < 250.0))
+        if textured.size:
+            points = origin + d[textured] * distance[textured, None]
+            grain = (self._surface_texture(points) - 0.5) * np.exp(distance[textured] * np.float32(-1.0 / 80.0))
+            factor[textured] *= 1.0 + 1.6 * amplitude[textured] * grain
+        color *= factor[:, None]
+        color += self._horizon_color() * (1.0 - transmission)[:, None]
+        return color
 
     def _surface_texture(self, points: np.ndarray) -> np.ndarray:
         """Procedural texture in [0, 1] from map coordinates (two scales), for floors and walls alike."""
@@ -290,32 +318,39 @@ class Camera:
         grey = self.config.sky.cloud_cover
         return np.array([0.72, 0.79, 0.88], np.float32) * (1.0 - 0.2 * grey) + 0.12 * grey
 
+    def _sky_gradient(self) -> np.ndarray:
+        """(256, 3) sky colour by the ray's upward component (0 = horizon, 1 = zenith)."""
+        cover = self.config.sky.cloud_cover
+        zenith = np.array([0.2, 0.38, 0.75], np.float32) * (1.0 - 0.5 * cover) + 0.3 * cover
+        t = np.sqrt(np.linspace(0.0, 1.0, 256, dtype=np.float32))[:, None]
+        return self._horizon_color() * (1.0 - t) + zenith * t
+
     def _sky(self, origin: np.ndarray, directions: np.ndarray) -> np.ndarray:
         """Linear sky colour: horizon-to-zenith gradient, sun glow, and clouds on a plane at 1.5 km."""
         sky = self.config.sky
         up = np.clip(directions[:, 2], 0.0, 1.0)
-        zenith = np.array([0.2, 0.38, 0.75], np.float32) * (1.0 - 0.5 * sky.cloud_cover) + 0.3 * sky.cloud_cover
-        t = np.sqrt(up)[:, None]
-        color = self._horizon_color() * (1.0 - t) + zenith * t
+        color = self._gradient[(up * 255.0).astype(np.int64)]
         near_sun = np.flatnonzero(directions @ sky.sun > 0.8)
         if near_sun.size:
             cosine = directions[near_sun] @ sky.sun
             glow = np.exp(400.0 * np.log(cosine)) * 3.0 + np.exp(12.0 * np.log(cosine)) * 0.25
             color[near_sun] += glow[:, None] * (1.0 - sky.cloud_cover)
-        upward = np.flatnonzero(directions[:, 2] > 0.01)
-        if upward.size and sky.cloud_cover > 0:
-            d = directions[upward]
-            reach = (_CLOUD_ALTITUDE - origin[2]) / d[:, 2]
-            x = (origin[0] + d[:, 0] * reach) / 12.0
-            y = (origin[1] + d[:, 1] * reach) / 12.0
+        if sky.cloud_cover > 0:
+            rise = np.maximum(directions[:, 2], 0.01)
+            reach = (_CLOUD_ALTITUDE - origin[2]) / rise
+            x = (origin[0] + directions[:, 0] * reach) * np.float32(1.0 / 12.0)
+            y = (origin[1] + directions[:, 1] * reach) * np.float32(1.0 / 12.0)
             size = self._clouds.shape[0]
             density = self._clouds[x.astype(np.int64) % size, y.astype(np.int64) % size]
             threshold = 1.0 - sky.cloud_cover
-            cloud = np.clip((density - threshold + 0.12) / 0.3, 0.0, 1.0) * np.clip(d[:, 2] / 0.12, 0.0, 1.0)
-            shade = 0.75 + 0.35 * density
-            cloud_color = np.array([1.0, 1.0, 1.0], np.float32) * shade[:, None] * (1.0 - 0.35 * sky.cloud_cover)
-            color[upward] = color[upward] * (1.0 - cloud[:, None]) + cloud_color * cloud[:, None]
-        return color.astype(np.float32)
+            cloud = np.clip((density - threshold + 0.12) / 0.3, 0.0, 1.0) * np.clip(rise / 0.12 - 0.0833, 0.0, 1.0)
+            brightness = (0.75 + 0.35 * density) * (1.0 - 0.35 * sky.cloud_cover)
+            color += cloud[:, None] * (brightness[:, None] - color)
+        return color
+
+
+def _texture_of(mesh: Mesh | None) -> np.ndarray | None:
+    return mesh.texture if mesh is not None else None
 
 
 def _rays(origin: np.ndarray, directions: np.ndarray) -> np.ndarray:
@@ -408,3 +443,28 @@ def _sky(section: Section, rng: np.random.Generator) -> Sky:
     )
     section.done()
     return sky
+
+
+def render_frames(
+    count: int, size: tuple[int, int] = (480, 640), scenario: str | None = None, seed: int = 0
+) -> list[np.ndarray]:
+    """``count`` consecutive rgb8 images of (height, width) ``size`` from a run of ``scenario``.
+
+    For benchmarks and demos that need realistic frames without a running simulator node; the
+    default scenario is the first shipped training scenario.
+    """
+    from dataclasses import replace
+
+    from simulation.scenario import list_scenarios, load_scenario
+    from simulation.simulation import Simulation
+
+    loaded = load_scenario(scenario or list_scenarios()[0])
+    sensors = dict(loaded.sensors or {})
+    sensors["camera"] = {**(sensors.get("camera") or {}), "width": size[1], "height": size[0]}
+    sensors["lidar"] = {"enabled": False}
+    sim = Simulation(replace(loaded, sensors=sensors, seed=seed))
+    frames = []
+    while len(frames) < count:
+        sim.step_frame()
+        frames.append(sim.camera_frame().image)
+    return frames

@@ -39,6 +39,13 @@ class Mesh:
     def triangle_count(self) -> int:
         return int(self.triangles.shape[0])
 
+    def normals(self) -> np.ndarray:
+        """(T, 3) unit normals of the triangles (by winding; rays hit both sides)."""
+        corners = self.vertices[self.triangles]
+        normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        length = np.linalg.norm(normal, axis=1, keepdims=True)
+        return (normal / np.maximum(length, 1e-12)).astype(np.float32)
+
     def transformed(self, matrix: np.ndarray) -> Mesh:
         """The mesh with vertices mapped by a 4x4 transform (attributes shared, not copied)."""
         vertices = self.vertices @ matrix[:3, :3].T.astype(np.float32) + matrix[:3, 3].astype(np.float32)

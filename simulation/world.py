@@ -90,21 +90,52 @@ class Body:
     class_id: int  # racestack.objects.OBJECT_CLASSES
 
 
-@dataclass
 class RayHits:
-    """First hits of a batch of rays (distance inf and semantic NO_HIT where nothing was hit)."""
+    """First hits of a batch of rays; per-triangle attributes are looked up on demand for chosen rays.
 
-    distance: np.ndarray  # (N,) float32, in units of the ray direction's length
-    normal: np.ndarray  # (N, 3) float32, triangle normal (either side)
-    semantic: np.ndarray  # (N,) uint8
-    instance: np.ndarray  # (N,) int32
-    albedo: np.ndarray  # (N, 3) float32
-    texture: np.ndarray  # (N,) float32
-    reflectivity: np.ndarray  # (N,) float32
+    ``distance`` is inf where a ray hit nothing; ``triangle`` is -1 there, else an index into the
+    static mesh, or into the frame's dynamic mesh where ``dynamic`` is set.
+    """
+
+    def __init__(
+        self,
+        distance: np.ndarray,
+        normal: np.ndarray,
+        triangle: np.ndarray,
+        dynamic: np.ndarray,
+        static_mesh: Mesh,
+        dynamic_mesh: Mesh | None,
+    ) -> None:
+        self.distance = distance  # (N,) float32, in units of the ray direction's length
+        self.normal = normal  # (N, 3) float32, triangle normal (either side)
+        self.triangle = triangle  # (N,) int64
+        self.dynamic = dynamic  # (N,) bool
+        self.static_mesh = static_mesh
+        self.dynamic_mesh = dynamic_mesh
 
     @property
     def hit(self) -> np.ndarray:
-        return np.isfinite(self.distance)
+        return self.triangle >= 0
+
+    def lookup(
+        self, static_values: np.ndarray, dynamic_values: np.ndarray | None, fill, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Per-triangle ``values`` (static mesh, dynamic mesh) of the triangle each ray (of ``rows``) hit."""
+        triangle = self.triangle if rows is None else self.triangle[rows]
+        dynamic = self.dynamic if rows is None else self.dynamic[rows]
+        out = np.full((triangle.shape[0], *static_values.shape[1:]), fill, dtype=static_values.dtype)
+        from_static = triangle >= 0
+        if dynamic_values is not None and dynamic.any():
+            from_static &= ~dynamic
+            out[dynamic] = dynamic_values[triangle[dynamic]]
+        out[from_static] = static_values[triangle[from_static]]
+        return out
+
+    def attribute(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """A ``Mesh`` attribute (semantic, instance, albedo, texture, reflectivity) per ray of ``rows``."""
+        fill = {"semantic": NO_HIT, "instance": NO_INSTANCE}.get(name, 0)
+        dynamic = getattr(self.dynamic_mesh, name) if self.dynamic_mesh is not None else None
+        return self.lookup(getattr(self.static_mesh, name), dynamic, fill, rows)
 
 
 class MeshScene:
@@ -170,7 +201,7 @@ class World:
         against the moving bodies, so sensors can skip the rays that cannot reach any of them.
         """
         distance, triangle, normal = self.static.cast(rays)
-        source = np.zeros(rays.shape[0], dtype=bool)
+        from_dynamic = np.zeros(rays.shape[0], dtype=bool)
         if dynamic is not None and len(dynamic):
             select = np.arange(rays.shape[0]) if dynamic_rays is None else np.asarray(dynamic_rays)
             if select.dtype == bool:
@@ -182,39 +213,9 @@ class World:
                 distance[chosen] = d_dist[nearer]
                 triangle[chosen] = d_tri[nearer]
                 normal[chosen] = d_normal[nearer]
-                source[chosen] = True
-        return _gather(distance, triangle, normal, source, self.static.mesh, dynamic.scene.mesh if dynamic else None)
-
-
-def _gather(
-    distance: np.ndarray,
-    triangle: np.ndarray,
-    normal: np.ndarray,
-    from_dynamic: np.ndarray,
-    static: Mesh,
-    dynamic: Mesh | None,
-) -> RayHits:
-    count = distance.shape[0]
-    hits = RayHits(
-        distance=distance,
-        normal=normal,
-        semantic=np.full(count, NO_HIT, np.uint8),
-        instance=np.full(count, NO_INSTANCE, np.int32),
-        albedo=np.zeros((count, 3), np.float32),
-        texture=np.zeros(count, np.float32),
-        reflectivity=np.zeros(count, np.float32),
-    )
-    valid = triangle >= 0
-    for mesh, rows in ((static, valid & ~from_dynamic), (dynamic, valid & from_dynamic)):
-        if mesh is None or not rows.any():
-            continue
-        index = triangle[rows]
-        hits.semantic[rows] = mesh.semantic[index]
-        hits.instance[rows] = mesh.instance[index]
-        hits.albedo[rows] = mesh.albedo[index]
-        hits.texture[rows] = mesh.texture[index]
-        hits.reflectivity[rows] = mesh.reflectivity[index]
-    return hits
+                from_dynamic[chosen] = True
+        dynamic_mesh = dynamic.scene.mesh if dynamic is not None else None
+        return RayHits(distance, normal, triangle, from_dynamic, self.static.mesh, dynamic_mesh)
 
 
 # -- vehicles ----------------------------------------------------------------------------------
