@@ -110,8 +110,8 @@ class Camera:
         self.config = config
         self.in_base = camera_optical_matrix(config.pose)
         textures = np.random.default_rng([seed, 41])
-        self._surface = _value_noise(textures, 256, (4, 16, 64)).astype(np.float32)
-        self._clouds = _value_noise(textures, 256, (4, 8, 16, 32, 64)).astype(np.float32)
+        self._surface = _fractal_noise(textures, 256, 1.0).astype(np.float32)
+        self._clouds = _fractal_noise(textures, 256, 1.4).astype(np.float32)
         self._noise_bank = np.clip(
             textures.normal(0.0, config.noise, (config.height + _NOISE_BANK_PAD, config.width + _NOISE_BANK_PAD, 3)),
             -127,
@@ -378,19 +378,14 @@ def _display_lut(exposure: float) -> np.ndarray:
     return np.clip(255.0 * (mapped / (1.0 / 1.15)) ** (1.0 / 2.2), 0, 255).astype(np.uint8)
 
 
-def _value_noise(rng: np.random.Generator, size: int, cells: Sequence[int]) -> np.ndarray:
-    """Tileable fractal value noise in [0, 1] (octaves of bilinearly upsampled random grids)."""
-    total = np.zeros((size, size))
-    weight = 0.0
-    for octave, count in enumerate(cells):
-        grid = rng.random((count, count))
-        tiled = np.pad(grid, ((0, 1), (0, 1)), mode="wrap")
-        up = cv2.resize(tiled, (size + size // count, size + size // count), interpolation=cv2.INTER_LINEAR)
-        amplitude = 0.5**octave
-        total += amplitude * up[:size, :size]
-        weight += amplitude
-    total /= weight
-    return (total - total.min()) / max(total.max() - total.min(), 1e-9)
+def _fractal_noise(rng: np.random.Generator, size: int, slope: float) -> np.ndarray:
+    """Seamlessly tileable fractal noise in [0, 1]: white noise shaped to a 1/f^slope spectrum."""
+    frequency = np.hypot(*np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij"))
+    frequency[0, 0] = 1.0
+    spectrum = np.fft.fft2(rng.standard_normal((size, size))) / frequency**slope
+    spectrum[0, 0] = 0.0
+    field = np.fft.ifft2(spectrum).real
+    return (field - field.min()) / max(field.max() - field.min(), 1e-12)
 
 
 # -- scenario section --------------------------------------------------------------------------

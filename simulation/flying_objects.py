@@ -34,7 +34,7 @@ MOTIONS: dict[str, tuple[str, ...]] = {
 _GRAVITY = 9.81
 _GLASS = (0.1, 0.12, 0.15)
 _MAX_BANK = np.deg2rad(30.0)
-_VIEW_HALF_ANGLE = np.deg2rad(50.0)
+_VIEW_HALF_ANGLE = np.deg2rad(35.0)
 _MAX_VIEW_ELEVATION = np.deg2rad(32.0)
 
 
