@@ -548,7 +548,7 @@ def _circle(flyer: _Flyer, dt: float, time: float, rng: np.random.Generator) -> 
     """Counter-clockwise circling around the anchor (soaring birds, holding patterns), banked inward."""
     rate = flyer.speed / max(flyer.radius, 1e-3)
     angle = np.arctan2(flyer.position[1] - flyer.anchor[1], flyer.position[0] - flyer.anchor[0]) + rate * dt
-    height = flyer.anchor[2] + 0.05 * flyer.radius * np.sin(0.2 * time + flyer.phase)
+    height = flyer.anchor[2] + min(0.05 * flyer.radius, 0.3 * flyer.anchor[2]) * np.sin(0.2 * time + flyer.phase)
     flyer.position = np.array(
         [flyer.anchor[0] + flyer.radius * np.cos(angle), flyer.anchor[1] + flyer.radius * np.sin(angle), height]
     )
