@@ -68,6 +68,19 @@ class SensorRig:
         limit_blas_threads()
         return World(self.track, self.scenery, seed=self.seed)
 
+    def due(self, sensor: str, time: float, period: float) -> bool:
+        """Whether ``sensor`` ("lidar" or "camera") fires in the frame (time - period, time] (s).
+
+        The LiDAR fires at k / rate, the camera half a period later, so with equal rates below the
+        frame rate they land on different frames and share the load (a real rig is not in sync either).
+        """
+        device = {"lidar": self.lidar, "camera": self.camera.config if self.camera else None}[sensor]
+        if device is None:
+            return False
+        phase = 0.0 if sensor == "lidar" else 0.5
+        ticks = np.floor(np.array([time - period, time]) * device.rate - phase + 1e-6)
+        return bool(ticks[1] > ticks[0])
+
     def step(self, dt: float, ego_pose: Sequence[float]) -> None:
         """Advance the flying objects by one physics step."""
         self.flying.step(dt, ego_pose)

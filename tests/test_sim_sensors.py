@@ -236,6 +236,10 @@ def test_multi_unit_rig_and_camera_info():
     focal = 160.0 / np.tan(np.deg2rad(35.0))
     assert info.width == 320 and info.height == 240 and info.k[0] == pytest.approx(focal)
     assert sim.camera_frame().image.shape == (240, 320, 3)
+    # 10 Hz sensors in a 20 Hz simulation: every second frame, LiDAR and camera on alternate frames.
+    lidar = [sim.sensors.due("lidar", k * 0.05, 0.05) for k in range(8)]
+    camera = [sim.sensors.due("camera", k * 0.05, 0.05) for k in range(8)]
+    assert lidar == [True, False] * 4 and camera == [False, True] * 4
 
 
 def project_box(sim: Simulation, row) -> tuple[float, float, float, float]:
