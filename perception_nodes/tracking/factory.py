@@ -25,6 +25,16 @@ def motformer_runner(
     return create_runner(NETWORK_SPEC, path, backend=backend, device=device, threads=threads, log=log), latent_dim
 
 
+DEFAULT_ASSOCIATION = {"3dmotformer": "greedy", "kalman": "hungarian", "greedy": "greedy"}
+
+
+def method_config(method: str, **overrides) -> TrackerConfig:
+    """The life-cycle settings a method runs with by default (the node's defaults too)."""
+    if method not in TRACKER_METHODS:
+        raise ValueError(f"tracking method '{method}' is not one of {TRACKER_METHODS}")
+    return TrackerConfig(**{"association": DEFAULT_ASSOCIATION[method], **overrides})
+
+
 def create_tracker(
     method: str,
     config: TrackerConfig | None = None,
@@ -34,6 +44,7 @@ def create_tracker(
     kalman: KalmanConfig | None = None,
 ) -> Tracker:
     """A tracker of ``method`` (3dmotformer needs a runner from ``motformer_runner``)."""
+    config = config or method_config(method)
     if method == "3dmotformer":
         if runner is None:
             raise ValueError("3dmotformer needs a network runner (see motformer_runner)")

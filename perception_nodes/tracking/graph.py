@@ -49,9 +49,7 @@ class Gates:
     def radius(self, tracks: Tracks, tau: np.ndarray) -> np.ndarray:
         """(T,) gate radius around each track's gate centre (see ``centres``)."""
         c = tracks.classes
-        spread = np.where(
-            tracks.velocity_known, np.asarray(self.speed_uncertainty)[c], np.asarray(self.max_speed)[c]
-        )
+        spread = np.where(tracks.velocity_known, np.asarray(self.speed_uncertainty)[c], np.asarray(self.max_speed)[c])
         return np.asarray(self.base_m)[c] + spread * tau
 
     @staticmethod

@@ -90,11 +90,12 @@ def _torch_index(value: Any, index: np.ndarray) -> Any:
 
 
 def _concat(a: Any, b: Any) -> Any:
-    if isinstance(a, np.ndarray):
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
         return np.concatenate([a, b], axis=0)
-    import torch
+    import torch  # training carries latents as tensors (with gradients through the frames)
 
-    return torch.cat([a, b], dim=0)
+    like = b if isinstance(a, np.ndarray) else a
+    return torch.cat([torch.as_tensor(x, dtype=like.dtype, device=like.device) for x in (a, b)], dim=0)
 
 
 @dataclass
@@ -174,4 +175,3 @@ def tracks_to_table(tracks: Tracks, time: float, scores: np.ndarray) -> np.ndarr
     table["track_id"] = tracks.ids
     table["age"] = tracks.age
     return table
-

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from perception_nodes.tracking.association import METHODS, associate
-from perception_nodes.tracking.graph import VELOCITY_SCALE, Gates, build_graph
+from perception_nodes.tracking.graph import VELOCITY_SCALE, Gates, Graph, build_graph
 from perception_nodes.tracking.state import Detections, EgoState, Tracks, tracks_to_table
 
 TRACKER_METHODS = ("3dmotformer", "kalman", "greedy")
@@ -68,6 +68,10 @@ class Tracker(ABC):
         self.ids = ids or IdSource()
         self.tracks = Tracks()
         self.time: float | None = None
+        self.matched_ids = np.zeros(0, np.int64)
+        self.matched_dets = np.zeros(0, np.int64)
+        self.born_dets = np.zeros(0, np.int64)
+        self.born_ids = np.zeros(0, np.int64)
         self.reset()
 
     def reset(self) -> None:
@@ -110,12 +114,14 @@ class Tracker(ABC):
 
         self.tracks = matched.concat(coasting).concat(born)
         self.time = time
+        self.matched_ids, self.matched_dets = matched.ids, det_index
+        self.born_ids, self.born_dets = born.ids, new_index
         return self.output(time)
 
     def output(self, time: float) -> np.ndarray:
         """Live tracks at ``time`` with the output score policy applied."""
         tracks = self.tracks.take(self.tracks.hits >= self.config.min_hits)
-        scores = tracks.scores * self.config.coast_score_factor ** tracks.misses
+        scores = tracks.scores * self.config.coast_score_factor**tracks.misses
         scores = np.where(tracks.hits == 1, scores * self.config.new_score_factor, scores)
         return tracks_to_table(tracks, time, scores)
 
@@ -153,7 +159,8 @@ class MOTFormerTracker(Tracker):
 
     ``runner`` is a racestack.inference runner (PyTorch, ONNX Runtime or TensorRT) of
     ``model.NETWORK_SPEC``. Each track carries the latent the network produced for the detection it
-    last matched; matched and new tracks take the network's velocity.
+    last matched; matched and new tracks take the network's velocity. Training runs the network
+    itself (batched, with gradients) and hands its outputs over with ``use_outputs`` before ``step``.
     """
 
     name = "3dmotformer"
@@ -163,32 +170,52 @@ class MOTFormerTracker(Tracker):
         self.latent_dim = latent_dim
         self._velocity = np.zeros((0, 2))
         self._latent = np.zeros((0, latent_dim), np.float32)
+        self._given: tuple | None = None
         super().__init__(config, ids)
 
     def reset(self) -> None:
         super().reset()
         self.tracks.extra["latent"] = np.zeros((0, self.latent_dim), np.float32)
 
-    def _infer(self, tracks: Tracks, dets: Detections, time: float, ego: EgoState, connect: bool = True):
-        """Run the network; keep velocities and latents per detection; return (T, D) affinities."""
-        graph = build_graph(tracks, dets, time, ego, self.config.gates)
-        if not connect:
-            graph.edge_mask[:] = 0.0
-        latent = tracks.extra["latent"]
-        affinity, velocity, det_latent = self.runner(*graph.inputs(latent))
-        self._velocity = velocity_to_map(velocity[0], ego)
-        self._latent = det_latent[0]
-        return sigmoid(affinity[0].T) * graph.edge_mask[0].T
+    def graph(self, dets: Detections, time: float, ego: EgoState) -> Graph:
+        """The graph this step runs; with no live track, one masked placeholder keeps tensors non-empty."""
+        if len(self.tracks):
+            return build_graph(self.tracks, dets, time, ego, self.config.gates)
+        placeholder = Tracks.born(dets.take(np.zeros(1, np.int64)), np.zeros(1), time - 0.1)
+        graph = build_graph(placeholder, dets, time, ego, self.config.gates)
+        graph.edge_mask[:] = 0.0
+        return graph
+
+    def track_latent(self) -> np.ndarray:
+        """(T, d) latents matching ``graph``'s tracks (a zero row for the placeholder)."""
+        latent = self.tracks.extra["latent"]
+        return latent if len(self.tracks) else np.zeros((1, self.latent_dim), np.float32)
+
+    def use_outputs(self, graph: Graph, affinity: np.ndarray, velocity: np.ndarray, latent) -> None:
+        """Network outputs for the next ``step`` (batch axis removed): (D, T), (D, 2), (D, d)."""
+        self._given = (graph, affinity, velocity, latent)
+
+    def _outputs(self, dets: Detections, time: float, ego: EgoState):
+        if self._given is not None:
+            outputs, self._given = self._given, None
+            return outputs
+        graph = self.graph(dets, time, ego)
+        affinity, velocity, latent = self.runner(*graph.inputs(self.track_latent()))
+        return graph, affinity[0], velocity[0], latent[0]
+
+    def _infer(self, dets: Detections, time: float, ego: EgoState) -> np.ndarray:
+        """Network outputs for this frame; keeps velocities and latents per detection; (T, D) affinities."""
+        graph, affinity, velocity, latent = self._outputs(dets, time, ego)
+        self._velocity = velocity_to_map(velocity, ego)
+        self._latent = latent
+        return sigmoid(affinity.T) * graph.edge_mask[0].T
 
     def prepare(self, dets: Detections, time: float, ego: EgoState) -> None:
         if len(dets):
-            # A masked placeholder track keeps every tensor non-empty (ONNX/TensorRT friendly).
-            placeholder = Tracks.born(dets.take(np.zeros(1, np.int64)), np.zeros(1), time - 0.1)
-            placeholder.extra["latent"] = np.zeros((1, self.latent_dim), np.float32)
-            self._infer(placeholder, dets, time, ego, connect=False)
+            self._infer(dets, time, ego)
 
     def match(self, tracks: Tracks, dets: Detections, time: float, ego: EgoState) -> tuple[np.ndarray, np.ndarray]:
-        probability = self._infer(tracks, dets, time, ego)
+        probability = self._infer(dets, time, ego)
         return associate(1.0 - probability, probability >= self.config.affinity_threshold, self.config.association)
 
     def update_matched(
