@@ -145,6 +145,7 @@ class MeshScene:
         import open3d as o3d  # here, not at module level: importing Open3D takes seconds
 
         self._tensor = o3d.core.Tensor
+        self._from_numpy = o3d.core.Tensor.from_numpy
         self.mesh = mesh
         self.threads = threads
         self._scene = o3d.t.geometry.RaycastingScene()
@@ -159,7 +160,7 @@ class MeshScene:
         count = rays.shape[0]
         if count == 0 or self.mesh.triangle_count == 0:
             return np.full(count, np.inf, np.float32), np.full(count, -1, np.int64), np.zeros((count, 3), np.float32)
-        result = self._scene.cast_rays(self._tensor(np.ascontiguousarray(rays, dtype=np.float32)), self.threads)
+        result = self._scene.cast_rays(self._from_numpy(np.ascontiguousarray(rays, dtype=np.float32)), self.threads)
         distance = result["t_hit"].numpy()
         triangle = result["primitive_ids"].numpy().astype(np.int64)
         triangle[~np.isfinite(distance)] = -1
@@ -285,8 +286,8 @@ def static_mesh(track: Track, scenery: Scenery, rng: np.random.Generator) -> Mes
     if stand is not None:
         near = near[~stand.covers(near)]
         parts.append(grandstands_mesh(stand))
-    parts.append(trees_mesh(near, rng, (5.0, 16.0)))
-    parts.append(trees_mesh(far, rng, (10.0, 25.0)))
+    parts.append(trees_mesh(near, rng, (5.0, 16.0), sides=8))
+    parts.append(trees_mesh(far, rng, (10.0, 25.0), sides=5))
     return join(parts)
 
 
@@ -403,27 +404,28 @@ def tree_positions(track: Track, rng: np.random.Generator, per_km: float, cleara
     return xy[keep][:wanted]
 
 
-def trees_mesh(positions: np.ndarray, rng: np.random.Generator, height: tuple[float, float]) -> Mesh:
-    """Trees of two shapes (conifer cone, broadleaf ellipsoid) on a trunk, in varied greens."""
+def trees_mesh(positions: np.ndarray, rng: np.random.Generator, height: tuple[float, float], sides: int = 7) -> Mesh:
+    """Trees of two shapes (conifer cone, broadleaf ellipsoid) on a trunk, in varied greens.
+
+    ``sides`` sets the crowns' polygon count: distant trees need few, and every triangle costs
+    ray-casting time for every sensor.
+    """
     trees = []
+    foliage = {"reflectivity": 0.35, "texture": 0.3, "semantic": SEMANTIC_ID["other"]}
     for x, y in positions:
         total = rng.uniform(*height)
         trunk_h = total * rng.uniform(0.2, 0.35)
         radius = total * rng.uniform(0.18, 0.32)
         green = _FOLIAGE[rng.integers(0, len(_FOLIAGE))] * rng.uniform(0.8, 1.2)
-        foliage = {"reflectivity": 0.35, "texture": 0.3, "semantic": SEMANTIC_ID["other"]}
-        trees.append(
-            prism(
-                (x, y, trunk_h / 2.0), (0.04 * total, 0.04 * total), trunk_h, 5, _TRUNK, reflectivity=0.3, texture=0.2
-            )
-        )
+        trunk = (0.04 * total, 0.04 * total)
+        trees.append(prism((x, y, trunk_h / 2.0), trunk, trunk_h, 4, _TRUNK, reflectivity=0.3, texture=0.2))
         crown_h = total - trunk_h
+        center = (x, y, trunk_h + crown_h / 2.0)
         if rng.random() < 0.5:
-            crown = prism(
-                (x, y, trunk_h + crown_h / 2.0), (radius, radius), crown_h, 7, green, taper=(1.0, 0.0), **foliage
-            )
+            crown = prism(center, (radius, radius), crown_h, sides, green, taper=(1.0, 0.0), **foliage)
         else:
-            crown = ellipsoid((x, y, trunk_h + crown_h / 2.0), (radius, radius, crown_h / 2.0), green, **foliage)
+            rings = max(3, sides - 3)
+            crown = ellipsoid(center, (radius, radius, crown_h / 2.0), green, rings=rings, sides=sides, **foliage)
         trees.append(crown)
     return join(trees)
 
