@@ -21,13 +21,16 @@ WARMUP = 5
 LATENCY_TARGET_MS = 60.0
 PRE_POST_TARGET_MS = 5.0
 SIZE = (480, 640)
+SCENARIO = "circuit_a"
 
 
 def sim_frames(count: int) -> list[np.ndarray]:
-    """640x480 camera frames with flying objects, from the simulator."""
-    from simulation.camera import render_frames
+    """640x480 camera frames with flying objects, from the simulator (a training scenario)."""
+    from perception_nodes.flying_objects.dataset import render_samples
 
-    return render_frames(count, SIZE)
+    frames = [sample.image for sample in render_samples(SCENARIO, None, count, every=3, flying_count=12)]
+    assert all(frame.shape[:2] == SIZE for frame in frames), "the scenario's camera is not 640x480"
+    return frames
 
 
 def percentiles(values: list[float]) -> tuple[float, float]:

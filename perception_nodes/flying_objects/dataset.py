@@ -32,16 +32,21 @@ VAL_SEED = 999
 
 @dataclass
 class Sample:
-    """One exported camera frame: the RGB image and its YOLO label lines."""
+    """One exported camera frame: the RGB image, its flying-object boxes and their YOLO label lines."""
 
     image: np.ndarray
+    boxes: np.ndarray
     labels: list[str]
     classes: np.ndarray
 
 
-def yolo_labels(boxes: np.ndarray, width: int, height: int) -> tuple[list[str], np.ndarray]:
-    """Label lines (``class cx cy w h``, normalized) and class indices of the flying-object boxes."""
-    flying = boxes[(boxes["class_id"] >= 1) & (boxes["class_id"] <= len(FLYING_CLASSES))]
+def flying_boxes(boxes: np.ndarray) -> np.ndarray:
+    """The rows of a BOX2D table that are flying objects (cars are not the detector's business)."""
+    return boxes[(boxes["class_id"] >= 1) & (boxes["class_id"] <= len(FLYING_CLASSES))]
+
+
+def yolo_labels(flying: np.ndarray, width: int, height: int) -> tuple[list[str], np.ndarray]:
+    """Label lines (``class cx cy w h``, normalized) and class indices of flying-object boxes."""
     classes = flying["class_id"].astype(np.int64) - 1
     cx = (flying["u_min"] + flying["u_max"]) / 2 / width
     cy = (flying["v_min"] + flying["v_max"]) / 2 / height
@@ -63,8 +68,9 @@ def render_samples(scenario: str, seed: int | None, frames: int, every: int, sta
         if frame is None:
             raise SystemExit(f"scenario '{scenario}' has no camera (sensors.camera.enabled is false)")
         height, width = frame.image.shape[:2]
-        lines, classes = yolo_labels(frame.boxes, width, height)
-        yield Sample(frame.image, lines, classes)
+        flying = flying_boxes(frame.boxes)
+        lines, classes = yolo_labels(flying, width, height)
+        yield Sample(frame.image, flying, lines, classes)
         for _ in range(every):
             sim.step_frame()
             if sim.done:

@@ -103,11 +103,25 @@ def _names_list(names: Any) -> list[str]:
 
 
 def offline_yolo():
-    """ultralytics' YOLO class with its network access switched off: nothing is ever downloaded."""
+    """ultralytics' YOLO class with its network access switched off: nothing is ever downloaded.
+
+    YOLO_OFFLINE turns off the online checks; the data-set check still probes GitHub for a plotting
+    font (plots are off in training), so that lookup is limited to fonts already on the machine.
+    """
     os.environ["YOLO_OFFLINE"] = "1"
     from ultralytics import YOLO
+    from ultralytics.data import utils as data_utils
 
+    data_utils.check_font = local_font
     return YOLO
+
+
+def local_font(font: str = "Arial.ttf") -> Path | None:
+    """ultralytics' font lookup without the download: the font if it is already in its config folder."""
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    path = USER_CONFIG_DIR / Path(font).name
+    return path if path.exists() else None
 
 
 def load_head(checkpoint: Path):

@@ -4,7 +4,7 @@ For each box the LiDAR points that project into its (slightly shrunk) interior a
 depth clusters; the nearest cluster with enough points is the object (the sky or the track
 behind it is farther), its median depth is the object's front surface. Without such a cluster
 the depth comes from the pinhole relation depth = focal x size / pixels with the class's prior
-size. The centre lies on the ray through the box centre.
+size (less accurate: sizes within a class vary by 2-3x). The centre lies on the ray through the box centre.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from racestack.errors import InputError
 from racestack.objects import CLASS_ID, empty_objects
 from racestack.transforms import transform_points
 
-# length, width, height (m) of a typical object of each class; 'other' gets a drone-sized box.
+# length, width (span), height (m) of a typical object of each class (the simulator's medians,
+# which follow real ones: small multirotors, pigeon-to-gull birds, light aircraft to airliners).
 SIZE_PRIORS: dict[str, tuple[float, float, float]] = {
-    "drone": (0.5, 0.5, 0.25),
-    "bird": (0.4, 1.0, 0.25),
-    "airplane": (10.0, 11.0, 3.0),
-    "helicopter": (12.0, 3.0, 3.5),
+    "drone": (0.45, 0.35, 0.1),
+    "bird": (0.35, 0.6, 0.1),
+    "airplane": (28.0, 34.0, 9.0),
+    "helicopter": (15.0, 10.0, 4.0),
     "other": (1.0, 1.0, 1.0),
 }
 
@@ -132,13 +133,13 @@ def box_depths(boxes: np.ndarray, pixels: np.ndarray, depths: np.ndarray, config
 
 
 def prior_depths(boxes: np.ndarray, camera: CameraModel, config: LiftingConfig) -> np.ndarray:
-    """Centre depth per box from its class's size prior: geometric mean of the width and height cues."""
+    """Centre depth per box from its class's size prior: the largest dimension over the box's larger
+    angular extent (the largest dimension of a flying object shows from almost every viewpoint)."""
     sizes = np.array([config.prior(c) for c in boxes["class_id"]], dtype=np.float64).reshape(-1, 3)
-    across = np.sqrt(sizes[:, 0] * sizes[:, 1])
     fx, fy = camera.focal
-    width = np.maximum(boxes["u_max"] - boxes["u_min"], 1.0)
-    height = np.maximum(boxes["v_max"] - boxes["v_min"], 1.0)
-    return np.sqrt((fx * across / width) * (fy * sizes[:, 2] / height))
+    width = np.maximum(boxes["u_max"] - boxes["u_min"], 1.0) / fx
+    height = np.maximum(boxes["v_max"] - boxes["v_min"], 1.0) / fy
+    return sizes.max(axis=1) / np.maximum(width, height)
 
 
 def lift_boxes(
