@@ -29,6 +29,7 @@ DEFAULT_CAMERA_POSE = (1.0, 0.0, 1.4, 0.0, 0.0, 0.0)
 _SKY_LIGHT = np.array([0.75, 0.82, 0.95], np.float32)
 _SUN_LIGHT = np.array([1.05, 1.0, 0.92], np.float32)
 _CLOUD_ALTITUDE = 1500.0
+_NEAR = 0.05  # m, the camera's near plane
 _NOISE_BANK_PAD = 64
 
 
@@ -208,16 +209,16 @@ class Camera:
         centers = (dynamic.centers - origin) @ rotation
         rois = []
         for index, (center, radius) in enumerate(zip(centers, dynamic.radii, strict=True)):
-            if center[2] + radius <= 0.05:
+            if center[2] + radius <= _NEAR:
                 continue
-            local = (dynamic.bodies[index].mesh.vertices - origin) @ rotation
-            if local[:, 2].min() <= 0.05:
-                u0, v0, u1, v1 = 0, 0, c.width, c.height
-            else:
-                u = c.fx * local[:, 0] / local[:, 2] + c.cx
-                v = c.fy * local[:, 1] / local[:, 2] + c.cy
-                u0, u1 = max(0, int(np.floor(u.min())) - 1), min(c.width, int(np.ceil(u.max())) + 1)
-                v0, v1 = max(0, int(np.floor(v.min())) - 1), min(c.height, int(np.ceil(v.max())) + 1)
+            mesh = dynamic.bodies[index].mesh
+            points = _in_front(((mesh.vertices - origin) @ rotation)[mesh.triangles], _NEAR)
+            if points.shape[0] == 0:
+                continue
+            u = np.clip(c.fx * points[:, 0] / points[:, 2] + c.cx, -1.0, c.width + 1.0)
+            v = np.clip(c.fy * points[:, 1] / points[:, 2] + c.cy, -1.0, c.height + 1.0)
+            u0, u1 = max(0, int(np.floor(u.min())) - 1), min(c.width, int(np.ceil(u.max())) + 1)
+            v0, v1 = max(0, int(np.floor(v.min())) - 1), min(c.height, int(np.ceil(v.max())) + 1)
             if u1 <= u0 or v1 <= v0:
                 continue
             area = (u1 - u0) * (v1 - v0)
@@ -347,6 +348,18 @@ class Camera:
             brightness = (0.75 + 0.35 * density) * (1.0 - 0.35 * sky.cloud_cover)
             color += cloud[:, None] * (brightness[:, None] - color)
         return color
+
+
+def _in_front(triangles: np.ndarray, near: float) -> np.ndarray:
+    """(M, 3) points bounding the part of (T, 3, 3) camera-frame triangles in front of z = near:
+    the vertices in front plus where the triangles' edges cross the near plane."""
+    a = triangles.reshape(-1, 3)
+    b = np.roll(triangles, -1, axis=1).reshape(-1, 3)
+    crossing = (a[:, 2] > near) != (b[:, 2] > near)
+    t = (near - a[crossing, 2]) / (b[crossing, 2] - a[crossing, 2])
+    cuts = a[crossing] + t[:, None] * (b[crossing] - a[crossing])
+    cuts[:, 2] = near
+    return np.concatenate([a[a[:, 2] > near], cuts])
 
 
 def _texture_of(mesh: Mesh | None) -> np.ndarray | None:

@@ -147,6 +147,15 @@ def test_boxes_are_occlusion_aware_and_tiny_objects_have_none():
     assert ((frame.boxes["u_max"] > frame.boxes["u_min"]) & (frame.boxes["v_max"] > frame.boxes["v_min"])).all()
 
 
+def test_car_alongside_the_camera_gets_a_box_cut_at_the_image_border():
+    # Its box centre is level with the ego's, so its rear half is behind the camera.
+    sim = make_sim(sensors={"lidar": {"enabled": False}}, opponents=[{"gap": 0.0, "lane": 3.5, "speed": 20.0}])
+    frame = sim.camera_frame()
+    (box,) = frame.boxes[frame.instances == 1]
+    assert box["u_min"] == 0 and 20 < box["u_max"] < 320
+    assert 240 < box["v_max"] < 480 and box["v_min"] > 100  # a 1.2 m high car seen from 1.4 m
+
+
 def test_same_seed_same_clouds_images_and_truth_bit_for_bit():
     scenario = {
         "name": "determinism",
