@@ -252,7 +252,7 @@ class Camera:
             pixel = cv2.resize(color, (width, height), interpolation=cv2.INTER_LINEAR)
         target = image[roi.v0 : roi.v1, roi.u0 : roi.u1]
         touched = coverage > 0
-        target[touched] = pixel[touched].astype(np.uint8) if pixel.dtype != np.uint8 else pixel[touched]
+        target[touched] = pixel[touched] if pixel.dtype == np.uint8 else (pixel[touched] + 0.5).astype(np.uint8)
         return coverage
 
     def _lit(self, mesh: Mesh) -> np.ndarray:

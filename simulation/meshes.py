@@ -210,17 +210,16 @@ def polygon(points: np.ndarray, albedo: Color, **attributes) -> Mesh:
     return make_mesh(points, fan, albedo, **attributes)
 
 
-def quad_strip(a: np.ndarray, b: np.ndarray, albedo: Color | np.ndarray, closed: bool = True, **attributes) -> Mesh:
-    """Quads between two polylines of equal length (road strips, walls); ``albedo`` per quad allowed."""
+def quad_strip(a: np.ndarray, b: np.ndarray, albedo: Color | np.ndarray, **attributes) -> Mesh:
+    """Quads between two closed polylines of equal length (road strips, walls); ``albedo`` may be per quad."""
     n = len(a)
-    i = np.arange(n if closed else n - 1)
+    i = np.arange(n)
     j = (i + 1) % n
     tris = np.concatenate([np.stack([i, j, j + n], 1), np.stack([i, j + n, i + n], 1)])
     albedo = np.asarray(albedo, dtype=np.float32)
     if albedo.ndim == 2:
         albedo = np.concatenate([albedo, albedo])
-    extra = {k: (np.concatenate([v, v]) if isinstance(v, np.ndarray) else v) for k, v in attributes.items()}
-    return make_mesh(np.concatenate([a, b]), tris, albedo, **extra)
+    return make_mesh(np.concatenate([a, b]), tris, albedo, **attributes)
 
 
 def rotation_about(axis: str, angle: float) -> np.ndarray:
