@@ -73,6 +73,7 @@ class ExpertDriver:
         return Command(steering_angle=steer, acceleration=self._accel(ego, self.plan, along))
 
     def make_plan(self, ego: VehicleState, traffic: list[Traffic], frenet: tuple[float, float] | None = None) -> Plan:
+        """Plan the offsets and speeds ahead; start a pass when the plan runs into a slower car."""
         p = self.params
         if frenet is None:
             center = np.array([ego.x, ego.y]) + p.center_offset * np.array([np.cos(ego.yaw), np.sin(ego.yaw)])
@@ -80,20 +81,29 @@ class ExpertDriver:
             frenet = (float(s_arr[0]), float(d_arr[0]))
         s_now, d_now = frenet
         passing = self.passing
-        self._update_pass(s_now, d_now, ego.v, traffic)
+        self._end_pass(s_now, traffic)
         planned = self._planned_offset(s_now)
         if planned is None or abs(d_now - planned) > 1.5:
             self._start_transition(s_now, d_now, ego.v, traffic)
+            planned = d_now
         elif passing != self.passing:
             self._start_transition(s_now, planned, ego.v, traffic)
-        horizon = max(80.0, ego.v**2 / (2.0 * self.brake) + 60.0)
+        plan, blocking = self._plan(s_now, ego.v, traffic)
+        if self.passing is None and blocking and self._start_pass(blocking, s_now, ego.v, traffic):
+            self._start_transition(s_now, planned, ego.v, traffic)
+            plan, _ = self._plan(s_now, ego.v, traffic)
+        return plan
+
+    def _plan(self, s_now: float, v: float, traffic: list[Traffic]) -> tuple[Plan, list[Traffic]]:
+        """The plan for the current goal, and the cars it would run into (slowest first)."""
+        horizon = max(80.0, v**2 / (2.0 * self.brake) + 60.0)
         ahead = np.arange(-2.0 * PLAN_STEP, horizon + PLAN_STEP, PLAN_STEP)
         s = s_now + ahead
         d = self._plan_offsets(s, traffic)
         xy = self.track.frenet_to_xy(s, d)
         heading, curvature = _polyline_heading_curvature(xy)
-        speed = self._speed(np.maximum(ahead, 0.0), curvature, ego.v, d, traffic, s_now)
-        return Plan(np.mod(s, self.track.length), d, xy, ahead, heading, curvature, speed)
+        speed, blocking = self._speed(np.maximum(ahead, 0.0), curvature, v, d, traffic, s_now)
+        return Plan(np.mod(s, self.track.length), d, xy, ahead, heading, curvature, speed), blocking
 
     # -- lateral -----------------------------------------------------------------------------
 
@@ -174,57 +184,65 @@ class ExpertDriver:
 
     def _speed(
         self, ahead: np.ndarray, curvature: np.ndarray, v: float, d: np.ndarray, traffic: list[Traffic], s_now: float
-    ) -> np.ndarray:
-        """Speed at each plan sample: grip limit, braking feasibility, cars that block the plan."""
+    ) -> tuple[np.ndarray, list[Traffic]]:
+        """Speed at each plan sample (grip limit, braking feasibility, cars in the way) and the cars
+        the plan would meet: where a car, moving on at its speed along its predicted line, would be
+        at the same place as the ego at the same time."""
         p = self.params
         limit = np.minimum(p.max_speed, np.sqrt(self.lateral_accel / np.maximum(np.abs(curvature), 1e-9)))
         limit = np.minimum.accumulate((limit**2 + 2.0 * self.brake * ahead)[::-1])[::-1] - 2.0 * self.brake * ahead
         speed = np.sqrt(np.maximum(limit, 0.0))
-        d_now = float(np.interp(0.0, ahead, d))
+        step = np.diff(ahead, prepend=ahead[0])
+        times = np.cumsum(step / np.maximum(speed, 1.0))
+        blocking = []
         for other in traffic:
-            gap = float(self.track.wrap_ds(other.s - s_now)) - p.length
-            if gap < -p.length or gap > ahead[-1]:
+            gap0 = float(self.track.wrap_ds(other.s - s_now))
+            if gap0 < -p.length or gap0 > ahead[-1]:
                 continue
-            d_plan = float(np.interp(gap + p.length, ahead, d))
-            band = p.width + 0.5
-            alongside_soon = gap < self.spec.follow_gap + self.spec.time_gap * v
-            if abs(d_plan - other.d) > band and not (alongside_soon and abs(d_now - other.d) < band):
+            other_ahead = gap0 + other.v * times
+            other_d = self._predicted_offset(other, s_now + other_ahead)
+            meet = (np.abs(ahead - other_ahead) < p.length + 1.5) & (np.abs(d - other_d) < p.width + 0.6)
+            if not meet.any():
                 continue
+            blocking.append(other)
+            gap = gap0 - p.length
             room = max(gap - self.spec.follow_gap, 0.0)
             safe = np.sqrt(other.v**2 + 2.0 * self.brake * room)
             keep = other.v + 0.8 * (gap - self.spec.follow_gap - self.spec.time_gap * v)
             speed = np.minimum(speed, max(min(safe, keep), 0.0))
-        return speed
+        return speed, sorted(blocking, key=lambda o: o.v)
 
     # -- overtaking --------------------------------------------------------------------------
 
-    def _update_pass(self, s_now: float, d_now: float, v: float, traffic: list[Traffic]) -> None:
-        """Start a pass of a slower car ahead on a side that stays free; end it once clear ahead."""
+    def _end_pass(self, s_now: float, traffic: list[Traffic]) -> None:
+        """A pass ends once clear ahead of the passed car, or when its side closes before we are alongside."""
+        if self.passing is None:
+            return
+        lead = _by_id(traffic, self.passing[0])
+        if lead is None:
+            self.passing = None
+            return
+        behind = float(self.track.wrap_ds(lead.s - s_now))
+        if behind < -self.params.length - 10.0:
+            self.passing = None
+        elif behind > self.params.length + 2.0 and not self._side_free(lead, self.passing[1], s_now, traffic):
+            self.passing = None  # abort only while still behind it; alongside, carry on
+
+    def _start_pass(self, blocking: list[Traffic], s_now: float, v: float, traffic: list[Traffic]) -> bool:
+        """Pass the nearest slower car in the way on a side that stays free; False when none does."""
         p = self.params
-        if self.passing is not None:
-            lead = _by_id(traffic, self.passing[0])
-            done = lead is None or float(self.track.wrap_ds(s_now - lead.s)) > p.length + 10.0
-            if done or not self._side_free(lead, self.passing[1], s_now, traffic):
-                self.passing = None
-            return
-        candidates = []
-        for other in traffic:
-            gap = float(self.track.wrap_ds(other.s - s_now)) - p.length
-            if not 0.0 < gap < self.spec.overtake_gap:
-                continue
-            goal = float(self.track.racing_offset_at(other.s))
-            in_way = abs(goal - other.d) < p.width + 0.5 or abs(d_now - other.d) < p.width + 0.5
-            if in_way and other.v < v + 5.0:
-                candidates.append((gap, other))
-        if not candidates:
-            return
-        _, lead = min(candidates, key=lambda c: c[0])
+        gaps = [(float(self.track.wrap_ds(o.s - s_now)) - p.length, o) for o in blocking]
+        ahead = [o for gap, o in gaps if 0.0 < gap < self.spec.overtake_gap]
+        if not ahead:
+            return False
+        lead = min(ahead, key=lambda o: float(self.track.wrap_ds(o.s - s_now)))
         offset = p.width + self.spec.side_clearance
         racing_there = float(self.track.racing_offset_at(lead.s))
         for side in sorted((offset, -offset), key=lambda side: abs(lead.d + side - racing_there)):
             if self._side_free(lead, side, s_now, traffic):
                 self.passing = (lead.instance_id, side)
-                return
+                return True
+        return False
 
     def _side_free(self, lead: Traffic, side: float, s_now: float, traffic: list[Traffic]) -> bool:
         """Beside ``lead`` on ``side`` fits the car within the margins for the whole pass, and no

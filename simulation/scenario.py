@@ -77,6 +77,14 @@ class Scenario:
         return max(1, round(1.0 / (self.rate * self.physics_dt)))
 
 
+def timing_problem(rate: float, physics_dt: float) -> str | None:
+    """Why a frame rate and physics step do not fit (a frame must be a whole number of steps), or None."""
+    steps = 1.0 / (rate * physics_dt)
+    if steps < 1.0 - 1e-9 or abs(steps - round(steps)) > 1e-6:
+        return f"{physics_dt:g} s does not divide one frame (1/rate = {1 / rate:.6g} s) into whole physics steps"
+    return None
+
+
 def scenario_path(name: str | Path) -> Path:
     """A scenario file from a path or a name in config/scenarios (``heldout/<name>`` too)."""
     try:
@@ -114,8 +122,9 @@ def parse_scenario(
     seed = root.integer("seed", 0, min=0, max=2**32 - 1)
     rate = root.number("rate", 20.0, min=1.0, max=200.0)
     physics_dt = root.number("physics_dt", 0.01, min=0.001, max=0.05)
-    if physics_dt > 1.0 / rate:
-        raise root.error("physics_dt", f"{physics_dt} s is longer than one frame (1/rate = {1 / rate:.4f} s)")
+    problem = timing_problem(rate, physics_dt)
+    if problem:
+        raise root.error("physics_dt", problem)
     track = track_from_config(root.section("track", required=True), base_dir=base_dir, seed=seed)
     ego = _ego(root.section("ego"), track)
     scenario = Scenario(

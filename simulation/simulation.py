@@ -21,7 +21,8 @@ from racestack.grid import BevGrid
 from racestack.objects import CLASS_ID, empty_objects
 from simulation.expert import ExpertDriver
 from simulation.ground_truth import bev_labels
-from simulation.scenario import Scenario, load_scenario
+from simulation.scenario import Scenario, load_scenario, timing_problem
+from simulation.schema import ConfigError
 from simulation.sensors import SensorRig
 from simulation.vehicles import (
     RACING,
@@ -72,6 +73,9 @@ class Simulation:
     """One scenario run. Not thread-safe; one instance per process or exporter worker."""
 
     def __init__(self, scenario: Scenario) -> None:
+        problem = timing_problem(scenario.rate, scenario.physics_dt)
+        if problem:
+            raise ConfigError(f"scenario {scenario.source or scenario.name}", "rate", problem)
         self.scenario = scenario
         self.track = scenario.track
         self.ego_params = scenario.ego.params
@@ -134,6 +138,18 @@ class Simulation:
     def frame_time(self) -> float:
         """Time of the current frame (its sensor data and ground truth)."""
         return self.frame / self.scenario.rate
+
+    def sensor_due(self, rate: float) -> bool:
+        """Whether a sensor of ``rate`` Hz fires in the current frame (every round(frame rate / rate) frames)."""
+        return self.frame % max(1, round(self.scenario.rate / rate)) == 0
+
+    def lidar_due(self) -> bool:
+        lidar = self.sensors.lidar
+        return lidar is not None and self.sensor_due(lidar.rate)
+
+    def camera_due(self) -> bool:
+        camera = self.sensors.camera
+        return camera is not None and self.sensor_due(camera.config.rate)
 
     @property
     def done(self) -> bool:

@@ -358,7 +358,7 @@ def step_opponent(
     v_new = max(opponent.v + accel * dt, 0.0)
     v_mid = 0.5 * (opponent.v + v_new)
     d_old = opponent.d
-    goal = opponent.target_d(track, time, others)
+    goal = _hold_line(opponent, track, opponent.target_d(track, time, others), others)
     opponent.d = d_old + _clip(goal - d_old, (0.08 * v_mid + 1.0) * dt)
     s_new = opponent.s + v_mid * dt / max(1.0 - opponent.curvature * opponent.d, 0.05)
     if s_new >= track.length:
@@ -366,6 +366,22 @@ def step_opponent(
     opponent.s = s_new % track.length
     opponent.v = v_new
     update_pose(opponent, track, (opponent.d - d_old) / dt)
+
+
+def _hold_line(opponent: Opponent, track: Track, goal: float, others: list[Traffic]) -> float:
+    """The lateral goal, limited so as not to squeeze a car that is alongside (racing etiquette)."""
+    p = opponent.params
+    clearance = p.width + 0.8
+    half = track.length / 2.0
+    for other in others:
+        along = (other.s - opponent.s + half) % track.length - half
+        if abs(along) > p.length + 2.0:
+            continue
+        if other.d > opponent.d and goal > other.d - clearance:
+            goal = min(goal, max(other.d - clearance, opponent.d))
+        elif other.d <= opponent.d and goal < other.d + clearance:
+            goal = max(goal, min(other.d + clearance, opponent.d))
+    return goal
 
 
 def _leader(opponent: Opponent, track: Track, others: list[Traffic]) -> tuple[float, float] | None:
