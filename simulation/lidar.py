@@ -164,8 +164,7 @@ class LidarRig:
             end = start + len(unit_rays)
             rays[start:end, :3] = (lidar_in_map @ unit_rays.in_lidar)[:3, 3]
             start = end
-        directions = self._directions @ rotation
-        rays[:, 3:] = directions
+        directions = np.matmul(self._directions, rotation, out=rays[:, 3:])
         mask = None
         if dynamic is not None and len(dynamic):
             mask = np.concatenate([r.candidates(lidar_in_map @ r.in_lidar, dynamic) for r in self._rays])
@@ -184,13 +183,14 @@ class LidarRig:
         incidence = np.abs(np.einsum("ij,ij->i", hits.normal, directions))[index]  # cheaper than gathering rows
         gain = 1.0 + self._per_unit("intensity_noise")[unit_of] * rng.standard_normal(count, dtype=np.float32)
         # Calibrated reflectivity, as modern sensors report it, with a mild fall-off at grazing incidence.
-        intensity = hits.attribute("reflectivity", index) * (0.5 + 0.5 * incidence) * gain
+        reflectivity, semantic, instance = hits.attributes(("reflectivity", "semantic", "instance"), index)
+        intensity = reflectivity * (0.5 + 0.5 * incidence) * gain
         points = np.zeros(count, dtype=POINT_DTYPE)  # zeros: the padding bytes are published too
         points["x"], points["y"], points["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
         points["intensity"] = np.clip(intensity, 0.0, 1.0)
         points["time"] = self._time[index]
         points["ring"] = self._ring[index]
-        return LidarSweep(points, hits.attribute("semantic", index), hits.attribute("instance", index), self.ray_count)
+        return LidarSweep(points, semantic, instance, self.ray_count)
 
 
 def lidar_from_section(section: Section) -> LidarRig | None:

@@ -133,9 +133,31 @@ class RayHits:
 
     def attribute(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         """A ``Mesh`` attribute (semantic, instance, albedo, texture, reflectivity) per ray of ``rows``."""
-        fill = {"semantic": NO_HIT, "instance": NO_INSTANCE}.get(name, 0)
-        dynamic = getattr(self.dynamic_mesh, name) if self.dynamic_mesh is not None else None
-        return self.lookup(getattr(self.static_mesh, name), dynamic, fill, rows)
+        return self.attributes((name,), rows)[0]
+
+    def attributes(self, names: Sequence[str], rows: np.ndarray | None = None) -> list[np.ndarray]:
+        """Several ``Mesh`` attributes per ray of ``rows``, sharing the index work."""
+        triangle = self.triangle if rows is None else self.triangle[rows]
+        dynamic = self.dynamic if rows is None else self.dynamic[rows]
+        valid = triangle >= 0
+        if self.dynamic_mesh is not None and dynamic.any():
+            sources = ((self.static_mesh, valid & ~dynamic), (self.dynamic_mesh, dynamic))
+        elif valid.all():
+            sources = ((self.static_mesh, None),)
+        else:
+            sources = ((self.static_mesh, valid),)
+        out = []
+        for name in names:
+            fill = {"semantic": NO_HIT, "instance": NO_INSTANCE}.get(name, 0)
+            values = getattr(self.static_mesh, name)
+            column = np.full((triangle.shape[0], *values.shape[1:]), fill, dtype=values.dtype)
+            for mesh, select in sources:
+                if select is None:
+                    column = getattr(mesh, name)[triangle]
+                else:
+                    column[select] = getattr(mesh, name)[triangle[select]]
+            out.append(column)
+        return out
 
 
 class MeshScene:
