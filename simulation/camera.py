@@ -276,30 +276,34 @@ class Camera:
     def _shade(self, hits: RayHits, origin: np.ndarray, directions: np.ndarray) -> np.ndarray:
         """Display-LUT indices (N, 3) of each ray's colour: lit surfaces with texture and haze, or sky."""
         linear = np.empty((directions.shape[0], 3), np.float32)
-        hit_mask = hits.hit
-        miss = np.flatnonzero(~hit_mask)
+        hit = hits.hit
+        miss = np.flatnonzero(~hit)
         if miss.size:
             linear[miss] = self._sky(origin, directions[miss])
-        hit = np.flatnonzero(hit_mask)
-        if hit.size:
-            linear[hit] = self._surfaces(hits, hit, origin, directions[hit])
+        rows = np.flatnonzero(hit)
+        if rows.size:
+            linear[rows] = self._surfaces(hits, rows, origin, directions)
         return np.clip(linear * 1023.0, 0, 2047).astype(np.int16)
 
-    def _surfaces(self, hits: RayHits, hit: np.ndarray, origin: np.ndarray, d: np.ndarray) -> np.ndarray:
-        distance = hits.distance[hit]
-        back = np.einsum("ij,ij->i", hits.normal[hit], d) > 0  # the ray meets the back of the triangle
-        key = hits.triangle[hit] * 2 + back
-        dynamic = hits.dynamic[hit]
-        color = np.empty((hit.size, 3), np.float32)
-        color[~dynamic] = self._static_lit(hits.static_mesh)[key[~dynamic]]
+    def _surfaces(self, hits: RayHits, rows: np.ndarray, origin: np.ndarray, directions: np.ndarray) -> np.ndarray:
+        """Linear colour of the surfaces hit by the rays ``rows``."""
+        distance = hits.distance[rows]
+        back = (np.einsum("ij,ij->i", hits.normal, directions) > 0)[rows]  # the ray meets the triangle's back
+        key = hits.triangle[rows] * 2 + back
+        dynamic = hits.dynamic[rows]
+        static_lit = self._static_lit(hits.static_mesh)
         if dynamic.any():
+            color = np.empty((rows.size, 3), np.float32)
+            color[~dynamic] = static_lit[key[~dynamic]]
             color[dynamic] = self._lit(hits.dynamic_mesh)[key[dynamic]]
+        else:
+            color = static_lit[key]
         transmission = np.exp(distance * np.float32(-3.912 / self.config.sky.visibility))
         factor = transmission.copy()
-        amplitude = hits.lookup(hits.static_mesh.texture, _texture_of(hits.dynamic_mesh), 0.0, hit)
+        (amplitude,) = hits.attributes(("texture",), rows)
         textured = np.flatnonzero((amplitude > 0) & (distance < 250.0))
         if textured.size:
-            points = origin + d[textured] * distance[textured, None]
+            points = origin + directions[rows[textured]] * distance[textured, None]
             grain = (self._surface_texture(points) - 0.5) * np.exp(distance[textured] * np.float32(-1.0 / 80.0))
             factor[textured] *= 1.0 + 1.6 * amplitude[textured] * grain
         color *= factor[:, None]
@@ -360,10 +364,6 @@ def _in_front(triangles: np.ndarray, near: float) -> np.ndarray:
     cuts = a[crossing] + t[:, None] * (b[crossing] - a[crossing])
     cuts[:, 2] = near
     return np.concatenate([a[a[:, 2] > near], cuts])
-
-
-def _texture_of(mesh: Mesh | None) -> np.ndarray | None:
-    return mesh.texture if mesh is not None else None
 
 
 def _rays(origin: np.ndarray, directions: np.ndarray) -> np.ndarray:

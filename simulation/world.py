@@ -117,20 +117,6 @@ class RayHits:
     def hit(self) -> np.ndarray:
         return self.triangle >= 0
 
-    def lookup(
-        self, static_values: np.ndarray, dynamic_values: np.ndarray | None, fill, rows: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Per-triangle ``values`` (static mesh, dynamic mesh) of the triangle each ray (of ``rows``) hit."""
-        triangle = self.triangle if rows is None else self.triangle[rows]
-        dynamic = self.dynamic if rows is None else self.dynamic[rows]
-        out = np.full((triangle.shape[0], *static_values.shape[1:]), fill, dtype=static_values.dtype)
-        from_static = triangle >= 0
-        if dynamic_values is not None and dynamic.any():
-            from_static &= ~dynamic
-            out[dynamic] = dynamic_values[triangle[dynamic]]
-        out[from_static] = static_values[triangle[from_static]]
-        return out
-
     def attribute(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         """A ``Mesh`` attribute (semantic, instance, albedo, texture, reflectivity) per ray of ``rows``."""
         return self.attributes((name,), rows)[0]
