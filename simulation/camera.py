@@ -371,9 +371,12 @@ def _rays(origin: np.ndarray, directions: np.ndarray) -> np.ndarray:
 
 
 def _box_of(coverage: np.ndarray, roi: _Roi, min_box: float) -> tuple[float, float, float, float] | None:
-    """(u_min, v_min, u_max, v_max) of the pixels a body covers (>= 1/4), None when too small."""
+    """(u_min, v_min, u_max, v_max) of the pixels a body covers (>= 1/4), None when too small.
+
+    Too small: less than 2 pixels' worth of the body visible, or a longer side under ``min_box``.
+    """
     covered = coverage >= 0.25
-    if covered.sum() < 2:
+    if coverage.sum() < 2.0 or not covered.any():
         return None
     rows = np.flatnonzero(covered.any(axis=1))
     cols = np.flatnonzero(covered.any(axis=0))
