@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -265,20 +266,21 @@ def vehicle_bodies(table: np.ndarray) -> list[Body]:
     bodies = []
     for row in table[table["class_id"] == CLASS_ID["car"]]:
         instance = int(row["track_id"])
-        size = np.array([row["length"], row["width"], row["height"]], dtype=np.float32)
-        livery = CAR_COLORS[instance % len(CAR_COLORS)].astype(np.float32)
-        mesh = _CAR.scaled(size).labelled(SEMANTIC_ID["vehicle"], instance)
-        painted = (mesh.albedo == 1.0).all(axis=1)
-        albedo = np.where(painted[:, None], livery, mesh.albedo)
-        mesh = Mesh(
-            mesh.vertices, mesh.triangles, albedo, mesh.texture, mesh.reflectivity, mesh.semantic, mesh.instance
-        )
+        size = (float(row["length"]), float(row["width"]), float(row["height"]))
         pose = pose_matrix([row["x"], row["y"], row["z"], 0.0, 0.0, row["yaw"]])
         center = np.array([row["x"], row["y"], row["z"]], dtype=np.float64)
-        bodies.append(
-            Body(mesh.transformed(pose), center, float(np.linalg.norm(size) / 2.0), instance, CLASS_ID["car"])
-        )
+        mesh = _car_mesh(instance, size).transformed(pose)
+        bodies.append(Body(mesh, center, float(np.linalg.norm(size) / 2.0), instance, CLASS_ID["car"]))
     return bodies
+
+
+@lru_cache(maxsize=256)
+def _car_mesh(instance: int, size: tuple[float, float, float]) -> Mesh:
+    """The car of ``instance`` in its box frame: scaled, labelled and painted (the same every frame)."""
+    mesh = _CAR.scaled(size).labelled(SEMANTIC_ID["vehicle"], instance)
+    painted = (mesh.albedo == 1.0).all(axis=1)
+    albedo = np.where(painted[:, None], CAR_COLORS[instance % len(CAR_COLORS)], mesh.albedo).astype(np.float32)
+    return Mesh(mesh.vertices, mesh.triangles, albedo, mesh.texture, mesh.reflectivity, mesh.semantic, mesh.instance)
 
 
 # -- static world --------------------------------------------------------------------------------
