@@ -278,7 +278,7 @@ _SHAPES = {"drone": drone_shape, "bird": bird_shape, "airplane": airplane_shape,
 
 @dataclass
 class _Flyer:
-    """One object's state (few objects: plain attributes, updated by vectorized-in-spirit formulas)."""
+    """One object's state: objects are few, so each is a plain record its motion function updates."""
 
     kind: str
     instance: int
