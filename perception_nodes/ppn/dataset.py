@@ -176,6 +176,15 @@ def load_frames(path: Path, config: PpnConfig) -> dict[str, np.ndarray]:
         }
 
 
+def update_manifest(path: Path, config: PpnConfig, runs: list[dict]) -> None:
+    """Merge this export's runs into the folder's manifest (read at write time: exports may run side by side)."""
+    manifest = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    files = {r["file"] for r in runs}
+    manifest["config"] = config.to_dict()
+    manifest["runs"] = [r for r in manifest["runs"] if r["file"] not in files] + runs
+    path.write_text(json.dumps(manifest, indent=1))
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="lite", choices=("lite", "paper"))
     parser.add_argument("--out", type=Path, default=None, help="output folder (default datasets/ppn_<config>)")
@@ -197,18 +206,15 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"racestack dataset bev: held-out scenarios may not be used for training: {held}")
     out = args.out or Path("datasets") / f"ppn_{config.name}"
     out.mkdir(parents=True, exist_ok=True)
-    manifest_path = out / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"runs": []}
-    manifest["config"] = config.to_dict()
+    runs = []
     for name in names:
         for seed in args.seeds:
             start = time.perf_counter()
             frames = list(scenario_frames(name, config, args.frames, args.stride, args.warmup, seed, args.empty_keep))
             tag = Path(str(name)).stem + ("" if seed is None else f"_s{seed}")
             save_frames(frames, out / f"{tag}.npz", config)
-            run = {"scenario": str(name), "seed": seed, "file": f"{tag}.npz", "frames": len(frames)}
-            manifest["runs"] = [r for r in manifest["runs"] if r["file"] != run["file"]] + [run]
+            runs.append({"scenario": str(name), "seed": seed, "file": f"{tag}.npz", "frames": len(frames)})
             print(f"{tag}: {len(frames)} frames in {time.perf_counter() - start:.0f} s", flush=True)
-    manifest_path.write_text(json.dumps(manifest, indent=1))
-    print(f"wrote {sum(r['frames'] for r in manifest['runs'])} frames to {out}")
+    update_manifest(out / "manifest.json", config, runs)
+    print(f"wrote {sum(r['frames'] for r in runs)} frames to {out}")
     return 0

@@ -146,10 +146,10 @@ def report_of(scores: Scores, config: PpnConfig, frames: int, scenarios: list[st
 
 def evaluate(
     checkpoints: dict[str, Path],
-    frames: int = 60,
+    frames: int = 80,
     scenarios: list[str] | None = None,
     backend: str = "onnxruntime",
-    stride: int = 2,
+    stride: int = 10,
     warmup: int = 20,
     log=print,
 ) -> dict:
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="lite", choices=("lite", "paper"))
     for kind in KINDS:
         parser.add_argument(f"--{kind}", type=Path, default=None, help=f"{kind} checkpoint (default: committed)")
-    parser.add_argument("--frames", type=int, default=60, help="frames per held-out scenario")
+    parser.add_argument("--frames", type=int, default=80, help="frames per held-out scenario (every 10th)")
     parser.add_argument("--scenarios", nargs="*", default=None)
     parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch"))
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")

@@ -77,10 +77,10 @@ class PpnNode(RacestackNode):
         checkpoints = {kind: getattr(p, f"{kind}_model") or str(default_checkpoint(kind, p.config)) for kind in kinds}
         self.pipeline = PpnPipeline(checkpoints, p.backend, p.device, p.lidar_pose, log=self.get_logger().info)
         bev = self.pipeline.config.bev
-        for name, trained in (("bev.cells", bev.cells), ("bev.resolution", bev.resolution)):
-            asked = getattr(p, name)
+        for param, trained in (("bev.cells", bev.cells), ("bev.resolution", bev.resolution)):
+            asked = getattr(p, param)
             if asked and asked != trained:
-                raise ParameterError(name, f"{asked} differs from the checkpoint's {trained}")
+                raise ParameterError(param, f"{asked} differs from the checkpoint's {trained}")
         self.grid = bev.grid
         self.kinds = tuple(kinds)
         self.poses = PoseBuffer(tolerance_s=p.odometry_tolerance)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -68,20 +69,38 @@ class TrainingSet:
         return {key: torch.from_numpy(np.ascontiguousarray(np.stack(values))) for key, values in out.items()}
 
 
+def learning_rate(peak: float, progress: float, warmup: float = 0.05) -> float:
+    """Linear warm-up, then cosine decay to 2 % of the peak, over progress in [0, 1]."""
+    if progress < warmup:
+        return peak * (0.1 + 0.9 * progress / warmup)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup) / (1.0 - warmup))))
+    return peak * (0.02 + 0.98 * cosine)
+
+
 def train_network(
-    kind: str, config: PpnConfig, data: TrainingSet, steps: int, log_every: int = 50
+    kind: str, config: PpnConfig, data: TrainingSet, steps: int, minutes: float = 0.0, log_every: int = 50
 ) -> tuple[torch.nn.Module, dict]:
-    """Train one network from scratch; returns it (eval mode) and its training record."""
+    """Train one network from scratch for ``steps`` steps, or for ``minutes`` of wall time when > 0.
+
+    The schedule follows the fraction of the budget used, so a time budget ends with a decayed
+    learning rate however loaded the machine is.
+    """
     train = config.train
     torch.manual_seed(train.seed)
     rng = np.random.default_rng(train.seed)
     net = build(kind, config)
     optimizer = torch.optim.AdamW(net.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=steps, pct_start=0.1)
     weights = class_weights(data.class_counts(len(config.classes)))
     net.train()
-    start, history = time.perf_counter(), []
-    for step in range(1, steps + 1):
+    start, history, step = time.perf_counter(), [], 0
+    while True:
+        elapsed = time.perf_counter() - start
+        progress = elapsed / (60.0 * minutes) if minutes > 0 else step / steps
+        if progress >= 1.0:
+            break
+        step += 1
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(train.lr, progress)
         batch = data.batch(rng, train.batch, train.crop)
         output = net(batch["bev"])
         if kind == "segmentation":
@@ -100,13 +119,14 @@ def train_network(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
         history.append(float(loss.detach()))
-        if step % log_every == 0 or step == steps:
+        if step % log_every == 0:
             recent = float(np.mean(history[-log_every:]))
-            print(f"{kind} step {step}/{steps}: loss {recent:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
+            print(f"{kind} step {step}: loss {recent:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
     record = {
-        "steps": steps,
+        "steps": step,
+        "batch": train.batch,
+        "crop": train.crop,
         "final_loss": float(np.mean(history[-log_every:])),
         "seconds": round(time.perf_counter() - start),
         "class_weights": [round(float(w), 3) for w in weights],
@@ -121,10 +141,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default datasets/ppn_<config>)")
     parser.add_argument("--net", default="both", choices=(*KINDS, "both"))
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per network (default: config)")
+    parser.add_argument("--minutes", type=float, default=0.0, help="wall-time budget per network instead of steps")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint folder (default models/ppn_<config>)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--eval-frames", type=int, default=60, help="frames per held-out scenario (0: skip)")
+    parser.add_argument("--eval-frames", type=int, default=80, help="frames per held-out scenario (0: skip)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     kinds = KINDS if args.net == "both" else (args.net,)
     checkpoints = {}
     for kind in kinds:
-        net, record = train_network(kind, config, data, steps)
+        net, record = train_network(kind, config, data, steps, args.minutes)
         path = (args.out / f"{kind}.pt") if args.out else default_checkpoint(kind, config.name)
         save_checkpoint(path, kind, net, config, {"training": record})
         checkpoints[kind] = path

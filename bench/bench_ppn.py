@@ -1,0 +1,226 @@
+"""PPN speed (issue 4), `lite` configuration, every process limited to one thread.
+
+1. BEV encoding of a 200k-point cloud (4 motion-compensated sweeps): p50/p99, target <= 5 ms.
+2. Each network alone with ONNX Runtime on one core: p50/p99, target <= 50 ms p50 (torch for reference).
+3. Real node processes over DDS on the same replayed cloud stream: the two parallel nodes
+   (bev_segmentation + bev_reconstruction, one process and one thread each) against
+   ppn_sequential (one process, one thread, both networks): per-frame latency (receive - stamp)
+   and throughput (frames with both maps per second); target parallel/sequential >= 1.8x.
+
+``.venv/bin/python -m bench.bench_ppn [--skip-nodes] [--seconds 15] [--rate 40]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RACESTACK_THREADS"):
+    os.environ[_var] = "1"
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from perception_nodes.ppn.bev import BevEncoder  # noqa: E402
+from perception_nodes.ppn.config import LITE  # noqa: E402
+from perception_nodes.ppn.models import KINDS, default_checkpoint, network_spec, save_checkpoint  # noqa: E402
+from perception_nodes.ppn.networks import build  # noqa: E402
+from racestack.inference import create_runner  # noqa: E402
+
+LIDAR_POSE = (1.5, 0.0, 1.2, 0.0, 0.0, 0.0)
+SEG, REC = "/perception/bev/segmentation", "/perception/bev/reconstruction"
+
+
+def scene_cloud(points: int, ego_x: float = 0.0, seed: int = 0) -> np.ndarray:
+    """A racing-like sweep in the LiDAR frame: track ground, two barriers, a few cars (x, y, z, intensity)."""
+    rng = np.random.default_rng(seed)
+    n_ground, n_wall, n_car = int(points * 0.6), int(points * 0.3), points - int(points * 0.6) - int(points * 0.3)
+    r = 3.0 + rng.exponential(15.0, n_ground)
+    a = rng.uniform(-np.pi, np.pi, n_ground)
+    ground = np.stack([r * np.cos(a), np.clip(r * np.sin(a), -7, 7), rng.normal(0, 0.02, n_ground)], 1)
+    wx = rng.uniform(-60, 60, n_wall) - ego_x % 10.0
+    walls = np.stack([wx, np.where(rng.random(n_wall) < 0.5, 7.2, -7.2), rng.uniform(0, 1, n_wall)], 1)
+    centres = np.array([[15.0, 2.0], [-20.0, -3.0], [35.0, 0.0]])
+    pick = centres[rng.integers(0, 3, n_car)]
+    cars = np.stack(
+        [
+            pick[:, 0] + rng.uniform(-2.4, 2.4, n_car),
+            pick[:, 1] + rng.uniform(-0.9, 0.9, n_car),
+            rng.uniform(0, 1.2, n_car),
+        ],
+        1,
+    )
+    cloud = np.zeros((points, 4), np.float32)
+    cloud[:, :3] = np.concatenate([ground, walls, cars]) - LIDAR_POSE[:3]
+    cloud[:, 3] = rng.uniform(0, 0.4, points)
+    return cloud
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    return float(np.percentile(samples, 50)), float(np.percentile(samples, 99))
+
+
+def bench_bev(points: int = 200_000, frames: int = 60) -> tuple[float, float]:
+    clouds = [scene_cloud(points, seed=k) for k in range(4)]
+    encoder = BevEncoder(LITE.bev, LIDAR_POSE)
+    times = []
+    for k in range(frames + 5):
+        start = time.perf_counter()
+        encoder.encode(clouds[k % 4], (2.0 * k, 0.0, 0.001 * k))
+        times.append((time.perf_counter() - start) * 1e3)
+    return percentiles(times[5:])
+
+
+def checkpoints() -> dict[str, str]:
+    """The committed lite checkpoints (untrained ones of the same shape when absent: same cost)."""
+    paths = {kind: default_checkpoint(kind, "lite") for kind in KINDS}
+    if all(p.is_file() for p in paths.values()):
+        return {k: str(p) for k, p in paths.items()}
+    folder = Path(tempfile.mkdtemp(prefix="bench-ppn-"))
+    for kind in KINDS:
+        save_checkpoint(folder / f"{kind}.pt", kind, build(kind, LITE), LITE)
+    print(f"(no committed lite checkpoints: timing untrained networks of the same shape from {folder})")
+    return {kind: f"{folder}/{kind}.pt" for kind in KINDS}
+
+
+def bench_nets(paths: dict[str, str], frames: int = 40) -> dict[str, dict[str, tuple[float, float]]]:
+    torch.set_num_threads(1)
+    encoder = BevEncoder(LITE.bev, LIDAR_POSE)
+    bev = encoder.encode(scene_cloud(100_000), (0.0, 0.0, 0.0)).unsqueeze(0).numpy()
+    results: dict[str, dict[str, tuple[float, float]]] = {}
+    for kind, path in paths.items():
+        results[kind] = {}
+        for backend in ("onnxruntime", "torch"):
+            runner = create_runner(network_spec(kind), path, backend, "cpu", threads=1, log=lambda text: None)
+            for _ in range(3):
+                runner(bev)
+            times = []
+            for _ in range(frames if backend == "onnxruntime" else frames // 2):
+                start = time.perf_counter()
+                runner(bev)
+                times.append((time.perf_counter() - start) * 1e3)
+            results[kind][backend] = percentiles(times)
+    return results
+
+
+def _odometry(stamp, x: float):
+    from nav_msgs.msg import Odometry
+
+    msg = Odometry()
+    msg.header.stamp, msg.header.frame_id = stamp, "map"
+    msg.pose.pose.position.x = x
+    msg.pose.pose.orientation.w = 1.0
+    msg.twist.twist.linear.x = 20.0
+    return msg
+
+
+def bench_nodes(paths: dict[str, str], seconds: float, rate: float, points: int) -> dict[str, dict]:
+    """Replay the same cloud stream into each PPN arrangement; throughput and latency of the outputs."""
+    from nav_msgs.msg import OccupancyGrid, Odometry
+    from sensor_msgs.msg import Image, PointCloud2
+
+    from racestack.graph import graph_to_processes, resolve_graph
+    from racestack.launcher import LaunchSession
+    from racestack.node import ns_to_stamp, sensor_qos
+    from racestack.pointcloud import xyz_to_cloud
+    from racestack.probe import Probe
+
+    models = {f"{kind}_model": path for kind, path in paths.items()}
+    common = {"max_input_age": 0.0, **models}
+    arrangements = {
+        "parallel": [
+            {"name": "bev_segmentation", "entry": "bev_segmentation", "threads": 1, "parameters": common},
+            {"name": "bev_reconstruction", "entry": "bev_reconstruction", "threads": 1, "parameters": common},
+        ],
+        "sequential": [{"name": "ppn_sequential", "entry": "ppn_sequential", "threads": 1, "parameters": common}],
+    }
+    stream = [scene_cloud(points, ego_x=2.0 * k, seed=k) for k in range(20)]
+    results = {}
+    for name, nodes in arrangements.items():
+        graph = resolve_graph({"name": f"bench_{name}", "slots": {"ppn": nodes}})
+        with tempfile.TemporaryDirectory() as run_dir, Probe(f"bench_ppn_{name}") as probe:
+            session = LaunchSession(graph_to_processes(graph, run_dir), echo=lambda line: None).start()
+            try:
+                seg = probe.collect(OccupancyGrid, SEG, qos=sensor_qos(10))
+                rec = probe.collect(Image, REC, qos=sensor_qos(10))
+                cloud_pub = probe.publisher(PointCloud2, "/sensing/lidar/points")
+                odom_pub = probe.publisher(Odometry, "/localization/odometry")
+                wanted = len(nodes)
+                if not probe.wait_for(lambda p=cloud_pub, w=wanted: p.get_subscription_count() >= w, 120.0):
+                    raise RuntimeError(f"{name}: nodes did not come up")
+                sent: dict[int, int] = {}
+                warm_until = time.monotonic() + 3.0
+                end = warm_until + seconds
+                period, next_time, k = 1.0 / rate, time.monotonic(), 0
+                while time.monotonic() < end:
+                    stamp_ns = probe.now_ns()
+                    stamp = ns_to_stamp(stamp_ns)
+                    odom_pub.publish(_odometry(stamp, 2.0 * k))
+                    msg = xyz_to_cloud(stream[k % len(stream)], ("x", "y", "z", "intensity"))
+                    msg.header.stamp, msg.header.frame_id = stamp, "lidar"
+                    cloud_pub.publish(msg)
+                    if time.monotonic() >= warm_until:
+                        sent[stamp_ns] = time.monotonic_ns()
+                    k += 1
+                    next_time += period
+                    time.sleep(max(0.0, next_time - time.monotonic()))
+                time.sleep(1.0)
+            finally:
+                session.stop()
+        results[name] = _throughput(seg.snapshot(), rec.snapshot(), sent, seconds)
+    return results
+
+
+def _throughput(seg, rec, sent: dict[int, int], seconds: float) -> dict:
+    def by_stamp(items) -> dict[int, int]:
+        return {r.msg.header.stamp.sec * 10**9 + r.msg.header.stamp.nanosec: r.wall_ns for r in items}
+
+    seg_at, rec_at = by_stamp(seg), by_stamp(rec)
+    both = [s for s in sent if s in seg_at and s in rec_at]
+    latency = [(max(seg_at[s], rec_at[s]) - s) / 1e6 for s in both]
+    return {
+        "sent": len(sent),
+        "completed": len(both),
+        "throughput_hz": len(both) / seconds,
+        "latency_ms": percentiles(latency) if latency else (float("nan"), float("nan")),
+        "segmentation_ms": percentiles([(seg_at[s] - s) / 1e6 for s in sent if s in seg_at] or [float("nan")]),
+        "reconstruction_ms": percentiles([(rec_at[s] - s) / 1e6 for s in sent if s in rec_at] or [float("nan")]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-nodes", action="store_true", help="only the in-process figures")
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured replay per arrangement")
+    parser.add_argument("--rate", type=float, default=40.0, help="replayed clouds per second")
+    parser.add_argument("--points", type=int, default=100_000, help="points per replayed cloud")
+    args = parser.parse_args()
+    print("PPN lite, one thread per process; targets in brackets")
+    p50, p99 = bench_bev()
+    print(f"BEV encoding, 200k points, {LITE.bev.sweeps} sweeps: p50 {p50:.2f} ms, p99 {p99:.2f} ms  [p50 <= 5 ms]")
+    paths = checkpoints()
+    for kind, backends in bench_nets(paths).items():
+        (o50, o99), (t50, t99) = backends["onnxruntime"], backends["torch"]
+        print(
+            f"{kind} net, ONNX Runtime: p50 {o50:.1f} ms, p99 {o99:.1f} ms  [p50 <= 50 ms]"
+            f"   (torch: p50 {t50:.1f} ms, p99 {t99:.1f} ms)"
+        )
+    if args.skip_nodes:
+        return
+    nodes = bench_nodes(paths, args.seconds, args.rate, args.points)
+    for name, r in nodes.items():
+        print(
+            f"{name:10s}: {r['throughput_hz']:.1f} frames/s with both maps ({r['completed']}/{r['sent']} of "
+            f"{args.rate:.0f} Hz x {args.seconds:.0f} s, {args.points // 1000}k-point clouds); latency stamp->both "
+            f"p50 {r['latency_ms'][0]:.1f} ms p99 {r['latency_ms'][1]:.1f} ms; segmentation p50 "
+            f"{r['segmentation_ms'][0]:.1f} ms, reconstruction p50 {r['reconstruction_ms'][0]:.1f} ms"
+        )
+    ratio = nodes["parallel"]["throughput_hz"] / max(nodes["sequential"]["throughput_hz"], 1e-9)
+    print(f"parallel/sequential throughput ratio: {ratio:.2f}x  [>= 1.8x]")
+
+
+if __name__ == "__main__":
+    main()
