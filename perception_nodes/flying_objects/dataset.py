@@ -7,12 +7,17 @@ which are used for nothing else. Each image gets a label file of its visible fly
 (``class cx cy w h``, normalized; classes drone, bird, airplane, helicopter) from the renderer's
 occlusion-aware ground-truth boxes. Layout: ``images/{train,val,test}``, ``labels/...``,
 ``data.yaml`` (relocatable: no absolute path) and ``manifest.json`` (what was exported, counts).
+
+``--tiles-from FRAMES`` instead cuts the train and validation frames of an export into small tiles
+at the network's inference scale (``tiles.py``: ~7x cheaper training for few-pixel objects); its
+test split stays the full held-out frames of FRAMES.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -24,6 +29,7 @@ import numpy as np
 import yaml
 
 from perception_nodes.flying_objects.classes import training_names
+from perception_nodes.flying_objects.tiles import TileConfig, tile_split
 from racestack.objects import FLYING_CLASSES
 
 SEED_STRIDE = 1000
@@ -119,6 +125,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--every", type=int, default=5, help="simulator frames between exported frames")
     parser.add_argument("--empty-keep", type=float, default=0.1, help="share of frames without objects kept")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    parser.add_argument("--tiles-from", type=Path, default=None, help="tile this frame export instead of rendering")
+    parser.add_argument("--tile", type=int, default=160, help="tile size (pixels, at the inference scale)")
+    parser.add_argument("--long-side", type=int, default=416, help="network input long side (inference scale)")
     parser.add_argument(
         "--flying-count",
         type=int,
@@ -127,7 +136,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def write_tiles(args: argparse.Namespace) -> int:
+    """Tile the train/val splits of a frame export; the test split stays the export's full frames."""
+    source, out = args.tiles_from, args.out
+    config = TileConfig(size=args.tile, long_side=args.long_side)
+    counts = {
+        split: tile_split(source, out, split, config, args.quality, seed) for seed, split in enumerate(("train", "val"))
+    }
+    test = os.path.relpath(source / "images" / "test", out)
+    data = {"train": "images/train", "val": "images/val", "test": test, "names": training_names()}
+    (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    manifest = {"command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]), "frames": str(source), "tiles": counts}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"tiles {counts} ({args.tile} px at long side {args.long_side}); data set: {out / 'data.yaml'}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.tiles_from is not None:
+        return write_tiles(args)
     from simulation.scenario import list_scenarios
 
     training = args.scenarios if args.scenarios is not None else list_scenarios()

@@ -69,6 +69,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=None, help="where the checkpoint goes (default models/detector_<model>)"
     )
     parser.add_argument("--eval-split", default="test", help="split scored after training (held-out scenarios)")
+    parser.add_argument(
+        "--eval-imgsz", type=int, default=0, help="image size of that evaluation (0: --imgsz; tiles: the node's 416)"
+    )
+    parser.add_argument("--scale", type=float, default=0.5, help="scale augmentation (+/- gain)")
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
 
 
@@ -90,6 +94,7 @@ def train(args: argparse.Namespace) -> Path:
         "patience": args.patience,
         "close_mosaic": args.close_mosaic,
         "warmup_epochs": args.warmup_epochs,
+        "scale": args.scale,
         "nbs": args.nbs or args.batch,
         "fraction": args.fraction,
         "cache": False if args.cache == "none" else args.cache,
@@ -129,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         "checkpoint_mb": round(checkpoint.stat().st_size / 2**20, 2),
     }
     if not args.no_eval:
-        result = evaluate(checkpoint, args.data, args.eval_split, args.imgsz, args.device)
+        result = evaluate(checkpoint, args.data, args.eval_split, args.eval_imgsz or args.imgsz, args.device)
         print(report(result))
         record["evaluation"] = result
     (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
