@@ -215,7 +215,12 @@ def _replay(replayer, session, answers, result: RunResult, mode: str, rate: floa
             _progress(len(result.published), frames, f"{len(result.published)}/{frames} frames ({mode})")
 
 
-SIMULATOR_SETTINGS = ("simulator.clock_mode={clock}", "simulator.drive=command", "simulator.scenario={scenario}")
+SIMULATOR_SETTINGS = (
+    "simulator.clock_mode={clock}",
+    "simulator.drive=command",
+    "simulator.scenario={scenario}",
+    "simulator.duration=-1.0",
+)
 
 
 def run_closed_loop(

@@ -175,9 +175,17 @@ def read_diagnostics(rec: Recording, card: Scorecard) -> None:
         for status in sample.msg.status:
             card.nodes[status.name.lstrip("/")] = {kv.key: kv.value for kv in status.values}
     simulator = card.nodes.get("simulator", {})
-    for key in ("collisions", "track_limit_violations", "laps", "lap_time_best", "distance"):
+    if simulator.get("drive") != "command":
+        return
+    for key in ("collisions", "track_limit_violations", "laps", "lockstep_timeouts", "command_fallbacks", "sim_time"):
         if key in simulator:
             card.metrics[f"closed_loop.{key}"] = float(simulator[key])
+    laps = [float(t) for t in simulator.get("lap_times", "").split()]
+    if laps:
+        card.metrics["closed_loop.best_lap_s"] = min(laps)
+    ego = np.array([(s.msg.pose.pose.position.x, s.msg.pose.pose.position.y) for s in rec[ODOMETRY]])
+    if len(ego) > 1:
+        card.metrics["closed_loop.distance"] = float(np.sum(np.hypot(*np.diff(ego, axis=0).T)))
 
 
 def score_latency(rec: Recording, card: Scorecard, frames: dict[int, int]) -> None:
