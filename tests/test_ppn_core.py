@@ -91,6 +91,20 @@ def test_motion_compensation_puts_a_static_wall_back_on_its_cells():
     assert _near(stacked[LITE.bev.sweeps - 1] > 0, current) < 0.2
 
 
+def test_torch_path_matches_numpy_path():
+    """The code path a CUDA device takes (torch ops), run on the CPU against the numpy path."""
+    poses = [(0.0, 0.0, 0.0), (4.0, 0.3, 0.05), (8.0, 0.9, 0.1)]
+    rng = np.random.default_rng(0)
+    clutter = sensor_points(rng.uniform([-60, -60, -1.5], [60, 60, 3.0], size=(5000, 3)), intensity=0.3)
+    numpy_encoder = BevEncoder(LITE.bev, LIDAR_POSE)
+    torch_encoder = BevEncoder(LITE.bev, LIDAR_POSE, use_torch=True)
+    for pose in poses:
+        points = np.concatenate([_wall(pose), clutter])
+        expected = numpy_encoder.encode(points, pose)
+        actual = torch_encoder.encode(points, pose)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_unknown_pose_drops_history():
     encoder = BevEncoder(LITE.bev, LIDAR_POSE)
     encoder.encode(_wall((0, 0, 0)), (0.0, 0.0, 0.0))

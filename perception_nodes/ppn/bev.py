@@ -39,8 +39,8 @@ def relative_pose(current: Sequence[float], past: Sequence[float]) -> tuple[floa
 class _Ops:
     """The few operations whose spelling differs between numpy and torch."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.torch = device.type != "cpu"
+    def __init__(self, device: torch.device, use_torch: bool) -> None:
+        self.torch = use_torch
         self.xp: Any = torch if self.torch else np
         self.device = device
 
@@ -92,13 +92,15 @@ class BevEncoder:
         config: BevConfig,
         lidar_pose: Sequence[float] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
         device: str | torch.device = "cpu",
+        use_torch: bool | None = None,
     ) -> None:
+        """``use_torch`` None: numpy on the CPU, torch on any other device (True forces torch, for tests)."""
         if len(lidar_pose) != 6:
             raise ValueError("lidar_pose must be [x, y, z, roll, pitch, yaw]")
         self.config = config
         self.grid = config.grid
         self.device = torch.device(device)
-        self.ops = _Ops(self.device)
+        self.ops = _Ops(self.device, self.device.type != "cpu" if use_torch is None else use_torch)
         # Rows map sensor (x, y, z, 1) to (grid column, grid row, height in base_link).
         rotation = rotation_rpy(*lidar_pose[3:])
         scale = np.array([1.0 / self.grid.resolution, 1.0 / self.grid.resolution, 1.0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from perception_nodes.object_extraction import extract_objects
-from perception_nodes.ppn.config import PpnConfig
+from perception_nodes.ppn.config import PpnConfig, preset
 from perception_nodes.ppn.dataset import Frame, scenario_frames
 from perception_nodes.ppn.models import KINDS, default_checkpoint, read_checkpoint
 from perception_nodes.ppn.pipeline import PpnPipeline, labels_from_logits
@@ -144,6 +145,23 @@ def report_of(scores: Scores, config: PpnConfig, frames: int, scenarios: list[st
     }
 
 
+def heldout_frames(
+    name: str, config: PpnConfig, frames: int, stride: int, warmup: int, cache: Path | None
+) -> list[Frame]:
+    """The evaluation frames of one scenario, simulated, or read from ``cache`` when it holds this exact set."""
+    if cache is None:
+        return list(scenario_frames(name, config, frames, stride, warmup))
+    path = cache / f"{Path(name).stem}_{config.name}_{frames}x{stride}+{warmup}.pkl"
+    if path.is_file():
+        with open(path, "rb") as handle:
+            return pickle.load(handle)
+    result = list(scenario_frames(name, config, frames, stride, warmup))
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        pickle.dump(result, handle)
+    return result
+
+
 def evaluate(
     checkpoints: dict[str, Path],
     frames: int = 80,
@@ -152,6 +170,7 @@ def evaluate(
     stride: int = 10,
     warmup: int = 20,
     log=print,
+    cache: Path | None = None,
 ) -> dict:
     from simulation.scenario import list_scenarios
 
@@ -163,7 +182,7 @@ def evaluate(
     scores = Scores(len(config.classes), len(config.horizons))
     total = 0
     for name in scenarios:
-        for frame in scenario_frames(name, config, frames, stride, warmup):
+        for frame in heldout_frames(name, config, frames, stride, warmup, cache):
             bev = torch.from_numpy(frame.bev).unsqueeze(0)
             labels = labels_from_logits(pipeline.infer("segmentation", bev))
             scene = pipeline.infer("reconstruction", bev)[0]
@@ -203,9 +222,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="*", default=None)
     parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch"))
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    parser.add_argument("--cache", type=Path, default=None, help="keep the simulated held-out frames here")
+    parser.add_argument("--prepare", action="store_true", help="only simulate the held-out frames into --cache")
     args = parser.parse_args(argv)
+    if args.prepare:
+        from simulation.scenario import list_scenarios
+
+        config = preset(args.config)
+        for name in args.scenarios or list_scenarios(heldout=True):
+            heldout_frames(name, config, args.frames, 10, 20, args.cache or Path("datasets/ppn_heldout"))
+            print(f"prepared {name}", flush=True)
+        return 0
     checkpoints = {k: getattr(args, k) or default_checkpoint(k, args.config) for k in KINDS}
-    report = evaluate(checkpoints, args.frames, args.scenarios, args.backend)
+    report = evaluate(checkpoints, args.frames, args.scenarios, args.backend, cache=args.cache)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))

@@ -145,6 +145,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="checkpoint folder (default models/ppn_<config>)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=None, help="crops per step (default: config)")
     parser.add_argument("--eval-frames", type=int, default=80, help="frames per held-out scenario (0: skip)")
 
 
@@ -153,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
     config = preset(args.config)
     if args.seed is not None:
         config = replace(config, train=replace(config.train, seed=args.seed))
+    if args.batch is not None:
+        config = replace(config, train=replace(config.train, batch=args.batch))
     data = TrainingSet(args.data or Path("datasets") / f"ppn_{config.name}", config)
     print(f"training on {len(data)} frames from {len(data.files)} runs", flush=True)
     steps = args.steps or config.train.steps
