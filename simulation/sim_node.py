@@ -103,6 +103,9 @@ class SimulatorNode(RacestackNode):
     """Runs a Simulation in a thread and publishes each frame like a vehicle would."""
 
     def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._running = True
+        self._thread: threading.Thread | None = None
         super().__init__("simulator", PARAMS)
         self.sim = self._make_simulation()
         self.grid = BevGrid.centered(self.p.bev_cells, self.p.bev_resolution)
@@ -110,8 +113,6 @@ class SimulatorNode(RacestackNode):
         self.end_time = self.sim.scenario.duration if self.p.duration == 0 else self.p.duration
         self._commands: dict[int, Command] = {}
         self._latest: tuple[int, Command] | None = None
-        self._condition = threading.Condition()
-        self._running = True
         self.finished = False
         self._wall_start = time.monotonic()
         self._step_ms = RollingStats(self.p.stats_window)
@@ -345,8 +346,9 @@ class SimulatorNode(RacestackNode):
         with self._condition:
             self._running = False
             self._condition.notify_all()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5.0)
+        thread = self._thread
+        if thread is not None and thread.is_alive() and threading.current_thread() is not thread:
+            thread.join(timeout=5.0)
         super().destroy_node()
 
 
