@@ -8,6 +8,8 @@ Barriers stand on both bounds: their inner face is the bound, ``barrier_thicknes
 
 from __future__ import annotations
 
+import bisect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,9 @@ class ClosedPath:
         self.curvature = turn / ((seg_len + np.roll(seg_len, 1)) / 2.0)
         self.normal = np.stack([-np.sin(self.heading), np.cos(self.heading)], axis=1)
         self._tree: cKDTree | None = None
+        self._lists = (self.s.tolist(), self.seg_len.tolist(), xy[:, 0].tolist(), xy[:, 1].tolist())
+        self._heading_list = self.heading.tolist()
+        self._curvature_list = self.curvature.tolist()
 
     def __len__(self) -> int:
         return self.xy.shape[0]
@@ -83,6 +88,27 @@ class ClosedPath:
         point = self.xy[i] * (1.0 - tt) + self.xy[j] * tt
         heading = _wrap(self.heading[i] + t * _wrap(self.heading[j] - self.heading[i]))
         return point, heading, self.curvature[i] * (1.0 - t) + self.curvature[j] * t
+
+    def point(self, s: float) -> tuple[float, float, float, float]:
+        """(x, y, heading, curvature) at one arc length as plain floats: the per-step path of moving cars."""
+        s_list, seg_len, xs, ys = self._lists
+        s = s % self.length
+        i = bisect.bisect_right(s_list, s) - 1
+        j = i + 1 if i + 1 < len(s_list) else 0
+        t = (s - s_list[i]) / seg_len[i]
+        h0 = self._heading_list[i]
+        turn = (self._heading_list[j] - h0 + math.pi) % (2.0 * math.pi) - math.pi
+        k = self._curvature_list[i] * (1.0 - t) + self._curvature_list[j] * t
+        return xs[i] + t * (xs[j] - xs[i]), ys[i] + t * (ys[j] - ys[i]), h0 + t * turn, k
+
+    def value(self, values: list[float], s: float) -> float:
+        """One per-vertex value (a Python list) interpolated at one arc length."""
+        s_list, seg_len = self._lists[0], self._lists[1]
+        s = s % self.length
+        i = bisect.bisect_right(s_list, s) - 1
+        j = i + 1 if i + 1 < len(s_list) else 0
+        t = (s - s_list[i]) / seg_len[i]
+        return values[i] * (1.0 - t) + values[j] * t
 
     def interpolate(self, values: np.ndarray, s: np.ndarray | float) -> np.ndarray:
         """Per-vertex ``values`` linearly interpolated at ``s``."""
@@ -128,6 +154,7 @@ class Track:
     center: ClosedPath = field(init=False, repr=False)
     racing: ClosedPath = field(init=False, repr=False)
     racing_offset: np.ndarray = field(init=False, repr=False)
+    length: float = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         center = ClosedPath(self.centerline)
@@ -148,16 +175,14 @@ class Track:
         order = np.argsort(s_racing)
         offset_at_vertices = np.interp(center.s, s_racing[order], offset[order], period=center.length)
         object.__setattr__(self, "racing_offset", offset_at_vertices)
+        object.__setattr__(self, "length", center.length)
+        object.__setattr__(self, "_racing_offset_list", offset_at_vertices.tolist())
 
     # -- derived geometry (per centre-line vertex) -------------------------------------------
 
     @property
     def s(self) -> np.ndarray:
         return self.center.s
-
-    @property
-    def length(self) -> float:
-        return self.center.length
 
     @property
     def heading(self) -> np.ndarray:
@@ -209,7 +234,14 @@ class Track:
 
     def racing_offset_at(self, s: np.ndarray | float) -> np.ndarray:
         """Lateral offset d of the racing line at centre-line arc length ``s``."""
+        if isinstance(s, float):
+            return self.center.value(self._racing_offset_list, s)
         return self.center.interpolate(self.racing_offset, s)
+
+    def frenet_point(self, s: float, d: float) -> tuple[float, float, float, float]:
+        """(x, y) of (s, d) with the centre line's heading and curvature there, as plain floats."""
+        x, y, heading, curvature = self.center.point(s)
+        return x - d * math.sin(heading), y + d * math.cos(heading), heading, curvature
 
     def frenet_to_xy(self, s: np.ndarray | float, d: np.ndarray | float) -> np.ndarray:
         return self.center.point_at(s) + self.center.normal_at(s) * np.asarray(d, dtype=np.float64)[..., None]

@@ -277,7 +277,7 @@ class Opponent:
             lead = next((o for o in others if o.instance_id == lead_id), None)
             if lead is not None:
                 return _passing_offset(track, lead, side, self.params)
-        goal = float(self.lane_offset(track, self.s))
+        goal = float(track.racing_offset_at(self.s)) if self.lane == RACING else float(self.lane)
         if self.blend_start < 0:
             return goal
         progress = (time - self.blend_start) / self.blend_duration
@@ -315,14 +315,14 @@ def lane_speed(track: Track, opponent: Opponent, s: float) -> float:
 
 def update_pose(opponent: Opponent, track: Track, d_rate: float) -> None:
     """Map pose and velocity (rear axle = base_link convention) from the Frenet state."""
-    point, heading, curvature = track.frenet_sample(opponent.s, opponent.d)
-    s_rate = opponent.v * max(1.0 - float(curvature) * opponent.d, 0.05)
-    yaw = _wrap(float(heading) + math.atan2(d_rate, max(s_rate, 1e-3)))
+    x, y, heading, curvature = track.frenet_point(opponent.s, opponent.d)
+    s_rate = opponent.v * max(1.0 - curvature * opponent.d, 0.05)
+    yaw = _wrap(heading + math.atan2(d_rate, max(s_rate, 1e-3)))
     c, s = math.cos(yaw), math.sin(yaw)
     back = opponent.params.center_offset
     opponent.yaw, opponent.vx, opponent.vy = yaw, opponent.v * c, opponent.v * s
-    opponent.x, opponent.y = float(point[0]) - back * c, float(point[1]) - back * s
-    opponent.curvature = float(curvature)
+    opponent.x, opponent.y = x - back * c, y - back * s
+    opponent.curvature = curvature
 
 
 def step_opponent(
