@@ -44,14 +44,14 @@ def node_rate(scenario: str, seconds: float) -> dict[str, float]:
         while node.sim.frame < WARMUP_FRAMES:  # the first frame builds the world's meshes
             executor.spin_once(timeout_sec=0.1)
         node.monitor.processing_ms = RollingStats(10000)
-        node._step_ms = RollingStats(10000)
+        node.step_ms = RollingStats(10000)
         start, first = time.monotonic(), node.sim.frame
         while not node.finished:
             executor.spin_once(timeout_sec=0.1)
         wall = time.monotonic() - start
         frames = node.sim.frame - first
         messages = node.monitor.processing_ms.summary()
-        physics = node._step_ms.summary()
+        physics = node.step_ms.summary()
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -115,7 +115,7 @@ class SimulatorNode(RacestackNode):
         self._latest: tuple[int, Command] | None = None
         self.finished = False
         self._wall_start = time.monotonic()
-        self._step_ms = RollingStats(self.p.stats_window)
+        self.step_ms = RollingStats(self.p.stats_window)
         self._make_publishers()
         self.create_subscription(JointState, self.p.command_topic, self._on_command, result_qos(20))
         self.add_diagnostics(self._diagnostics)
@@ -226,7 +226,7 @@ class SimulatorNode(RacestackNode):
         command = self._command_for(stamp_ns)
         started = time.perf_counter()
         sim.step_frame(command)
-        self._step_ms.add((time.perf_counter() - started) * 1e3)
+        self.step_ms.add((time.perf_counter() - started) * 1e3)
         if 0 <= self.end_time <= sim.time + 1e-9:
             self._finish()
         elif self.p.clock_mode == "realtime":
@@ -335,7 +335,7 @@ class SimulatorNode(RacestackNode):
             "track_limit_violations": str(events.track_limit_violations),
             "finished": str(self.finished).lower(),
         }
-        for key, value in self._step_ms.summary().items():
+        for key, value in self.step_ms.summary().items():
             if key != "n":
                 values[f"step_ms_{key}"] = f"{value:.3f}"
         for key in ("lockstep_timeouts", "command_fallbacks", "late_frames", "frames_resent"):

@@ -139,17 +139,13 @@ class Simulation:
         """Time of the current frame (its sensor data and ground truth)."""
         return self.frame / self.scenario.rate
 
-    def sensor_due(self, rate: float) -> bool:
-        """Whether a sensor of ``rate`` Hz fires in the current frame (every round(frame rate / rate) frames)."""
-        return self.frame % max(1, round(self.scenario.rate / rate)) == 0
-
     def lidar_due(self) -> bool:
-        lidar = self.sensors.lidar
-        return lidar is not None and self.sensor_due(lidar.rate)
+        """Whether the LiDAR fires in the current frame (at k / its rate; ``SensorRig.due``)."""
+        return self.sensors.due("lidar", self.frame_time, 1.0 / self.scenario.rate)
 
     def camera_due(self) -> bool:
-        camera = self.sensors.camera
-        return camera is not None and self.sensor_due(camera.config.rate)
+        """Whether the camera fires in the current frame (half a period after the LiDAR)."""
+        return self.sensors.due("camera", self.frame_time, 1.0 / self.scenario.rate)
 
     @property
     def done(self) -> bool:
