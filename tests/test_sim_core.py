@@ -282,3 +282,21 @@ def test_expert_laps_without_collision_or_track_limits(name):
     assert events.collisions == 0
     assert events.track_limit_violations == 0 and events.max_excursion < -0.1
     assert events.lap_times[0] < 60.0
+
+
+# -- racestack dataset -------------------------------------------------------------------------
+
+
+def test_dataset_registry_routes_to_exporters(monkeypatch):
+    import argparse
+
+    from simulation import datasets
+
+    for kind in datasets.EXPORTERS:
+        module = datasets.exporter(kind)
+        parser = argparse.ArgumentParser()
+        module.configure(parser)
+        assert parser.format_help()
+    monkeypatch.setitem(datasets.EXPORTERS, "future", ("perception_nodes.not_written_yet", "a future kind"))
+    with pytest.raises(SystemExit, match=r"exporter 'perception_nodes\.not_written_yet' is not available"):
+        datasets.exporter("future")
