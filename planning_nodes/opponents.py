@@ -119,10 +119,12 @@ class OpponentAvoidance:
         time_gap: float = 0.25,
         window: float = 8.0,
         bound_margin: float = 0.45,
+        lateral_accel: float = 3.0,
     ) -> None:
         self.track, self.vehicle, self.slots = track, vehicle, slots
         self.lateral_margin, self.longitudinal_margin = lateral_margin, longitudinal_margin
         self.time_gap, self.window, self.bound_margin = time_gap, window, bound_margin
+        self.lateral_accel = lateral_accel  # m/s² a side change may use when judging if a side is reachable
         self.choices: dict[int, str] = {}
 
     def reset(self) -> None:
@@ -172,28 +174,33 @@ class OpponentAvoidance:
         return out
 
     def _choose(self, fc: Forecast, j: int, ego_s: np.ndarray, ego_d: np.ndarray, ego_speed: float) -> str:
+        """Left, right or follow. A side needs room beside the opponent; a new side must also be
+        reachable before the cars overlap; a side once chosen is kept while it has room."""
         veh, track = self.vehicle, self.track
         gap0 = float(track.wrap_ds(fc.s[j, 0] - ego_s[0]))
-        beside_now = abs(gap0) < (fc.length[j] + veh.length) / 2.0
+        if abs(gap0) < (fc.length[j] + veh.length) / 2.0:
+            return LEFT if ego_d[0] >= fc.d[j, 0] else RIGHT
         left_w, right_w = track.widths_at(fc.s[j])
         need = veh.width + self.lateral_margin + self.bound_margin
-        room_left = np.min(left_w - fc.d[j] - fc.width[j] / 2.0)
-        room_right = np.min(right_w + fc.d[j] - fc.width[j] / 2.0)
-        feasible = [side for side, room in ((LEFT, room_left), (RIGHT, room_right)) if room >= need]
-        if beside_now:
-            return LEFT if ego_d[0] >= fc.d[j, 0] else RIGHT
-        previous = self.choices.get(int(fc.track_id[j]))
-        faster = ego_speed > fc.speed[j] + 0.5
-        if not feasible or (not faster and previous in (None, FOLLOW)):
-            return FOLLOW
-        if previous in feasible:
-            return previous
-        k = int(np.argmin(np.abs(track.wrap_ds(fc.s[j] - ego_s))))
-        targets = {
-            LEFT: fc.d[j, k] + (fc.width[j] + veh.width) / 2.0 + self.lateral_margin,
-            RIGHT: fc.d[j, k] - (fc.width[j] + veh.width) / 2.0 - self.lateral_margin,
+        offset = (fc.width[j] + veh.width) / 2.0 + self.lateral_margin
+        along = np.abs(track.wrap_ds(fc.s[j] - ego_s))
+        overlap = np.flatnonzero(along < (fc.length[j] + veh.length) / 2.0 + self.window)
+        k = int(overlap[0]) if overlap.size else int(np.argmin(along))
+        sides = {
+            LEFT: (np.min(left_w - fc.d[j] - fc.width[j] / 2.0), fc.d[j, k] + offset),
+            RIGHT: (np.min(right_w + fc.d[j] - fc.width[j] / 2.0), fc.d[j, k] - offset),
         }
-        return min(feasible, key=lambda side: abs(targets[side] - ego_d[k]))
+        with_room = [side for side, (room, _) in sides.items() if room >= need]
+        previous = self.choices.get(int(fc.track_id[j]))
+        if previous in with_room:
+            return previous
+        if ego_speed <= fc.speed[j] + 0.5:
+            return FOLLOW
+        reach = 0.5 * self.lateral_accel * fc.times[k] ** 2 + 0.5
+        usable = [side for side in with_room if abs(sides[side][1] - ego_d[0]) <= reach]
+        if not usable:
+            return FOLLOW
+        return min(usable, key=lambda side: abs(sides[side][1] - ego_d[0]))
 
     def _halfspace(self, fc: Forecast, j: int, choice: str, ego_s: np.ndarray):
         """(normal (N, 2) map, bound (N,), active (N,)) on the ego body centre for one opponent."""

@@ -78,7 +78,6 @@ class CasadiPeer:
             "opp_nx": opti.parameter(m, n),
             "opp_ny": opti.parameter(m, n),
             "opp_b": opti.parameter(m, n),
-            "steer_max": opti.parameter(n),
             "accel_max": opti.parameter(n),
             "w": opti.parameter(len(CostWeights.names())),
         }
@@ -92,11 +91,11 @@ class CasadiPeer:
         opti.subject_to(
             [
                 ts >= 0,
+                steer <= vehicle.max_steer,
+                -steer <= vehicle.max_steer,
                 ca.vec(os) >= 0,
                 speed >= 0,
                 speed <= vehicle.max_speed,
-                steer <= p["steer_max"],
-                -steer <= p["steer_max"],
                 vehicle.max_steer_rate >= u[0, :].T,
                 vehicle.max_steer_rate >= -u[0, :].T,
                 -vehicle.max_brake <= u[1, :].T,
@@ -148,7 +147,6 @@ class CasadiPeer:
             "opp_nx": stage.opp_normal[:, :, 0],
             "opp_ny": stage.opp_normal[:, :, 1],
             "opp_b": stage.opp_offset,
-            "steer_max": stage.steer_max,
             "accel_max": stage.accel_max,
             "w": weights.as_array(),
         }

@@ -25,6 +25,7 @@ from cvxpy import settings as cps
 from cvxpy.lin_ops import lin_op
 
 OSQP_SOLVED = ("solved", "solved inaccurate")
+OSQP_STOPPED = ("maximum iterations reached", "run time limit reached")
 
 
 @dataclass
@@ -105,8 +106,12 @@ class CompiledQP:
 
     # -- solvers ---------------------------------------------------------------------------------
 
-    def solve_osqp(self, settings: dict, warm_x: np.ndarray | None = None) -> QPResult:
-        """Warm-started OSQP on the persistent workspace (set up on the first call)."""
+    def solve_osqp(self, settings: dict, warm_x: np.ndarray | None = None, accept_residual: float = 0.0) -> QPResult:
+        """Warm-started OSQP on the persistent workspace (set up on the first call).
+
+        An iterate stopped by the iteration or time limit is accepted (status ``approximate: ...``)
+        when its largest constraint violation is at most ``accept_residual`` (real-time iteration).
+        """
         p_data, q, d, a_data, lower, upper = self.data()
         start = time.perf_counter()
         if self._osqp is None or settings != self._osqp_settings:
@@ -124,7 +129,10 @@ class CompiledQP:
         result = self._osqp.solve(raise_error=False)
         solve_ms = (time.perf_counter() - start) * 1e3
         status = str(result.info.status)
-        ok = status in OSQP_SOLVED and bool(np.all(np.isfinite(result.x)))
+        finite = bool(np.all(np.isfinite(result.x)))
+        ok = status in OSQP_SOLVED and finite
+        if not ok and finite and status in OSQP_STOPPED and result.info.prim_res <= accept_residual:
+            ok, status = True, f"approximate: {status}"
         if ok:
             self._warm_x, self._warm_y = np.array(result.x), np.array(result.y)
         objective = float(result.info.obj_val) + d if ok else math.inf

@@ -36,6 +36,8 @@ class PlannerConfig:
     opponent_slots: int = 4
     solver: str = "OSQP"
     eps: float = 1e-3
+    qp_max_iter: int = 250
+    accept_residual: float = 0.05
     max_iterations: int = 3
     cold_iterations: int = 3
     tolerance: float = 0.3
@@ -71,6 +73,7 @@ class MpcPlanner:
         self.fallback = Fallback(track, vehicle, self.reference.clearance, config.max_shift_s)
         self.step_times = config.dt * np.arange(1, config.horizon + 1)
         self.last_mpc: Plan | None = None
+        self.last_stage: Stage | None = None
         self.previous_command = np.zeros(NU)
         self.counts: Counter = Counter()
 
@@ -100,8 +103,16 @@ class MpcPlanner:
         done = 0
         for _ in range(iterations):
             stage = self._stage(z0, guess_z, guess_u, frame, fc, risk if cfg.use_risk_map else None, ego)
+            self.last_stage = stage
             result = self.problem.solve(
-                stage, cfg.weights, cfg.solver, cfg.time_limit_s, cfg.eps, warm=(guess_z, guess_u)
+                stage,
+                cfg.weights,
+                cfg.solver,
+                cfg.time_limit_s,
+                cfg.eps,
+                warm=(guess_z, guess_u),
+                max_iter=cfg.qp_max_iter,
+                accept_residual=cfg.accept_residual,
             )
             done += 1
             if not result.ok:
@@ -132,6 +143,8 @@ class MpcPlanner:
             self.counts[f"fallback_{plan.kind}"] += 1
             self.problem.qp.reset_warm_start()
         self.counts[f"plan_{plan.kind}"] += 1
+        if solution is not None and solution.status.startswith("approximate"):
+            self.counts["approximate_qp"] += 1
         self.previous_command = plan.inputs[0].copy()
         return plan
 
@@ -204,11 +217,15 @@ class MpcPlanner:
         local = (
             risk.local_model(centers_local, yaw, self.step_times) if risk is not None else LocalRisk.zero(cfg.horizon)
         )
-        speed = np.maximum(guess_z[1:, V], 1.0)
-        steer_max = np.minimum(
-            veh.max_steer, np.arctan(cfg.grip_scale * veh.max_lateral_accel * veh.wheelbase / speed**2)
-        )
-        steer_max = np.maximum(steer_max, np.abs(z0[STEER]) - veh.max_steer_rate * self.step_times)
+        # grip: the reference speed is lowered where the guess bends more than grip allows at that
+        # speed (a hard wheel-angle bound from grip makes ADMM crawl at speed; this converges over
+        # the SCP iterations and cycles instead)
+        grip = cfg.grip_scale * veh.max_lateral_accel
+        bend = np.abs(np.tan(guess_z[1:, STEER])) / veh.wheelbase
+        speed_ref = np.minimum(ref.speed, np.sqrt(grip / np.maximum(bend, 1e-6)))
+        # and reachable from the current speed, so the cost never asks for more than the actuators give
+        t = self.step_times
+        speed_ref = np.clip(speed_ref, z0[V] - 0.8 * veh.max_brake * t, z0[V] + 0.8 * veh.max_accel * t)
         return Stage(
             z0=z0,
             u_prev=self.previous_command,
@@ -219,13 +236,12 @@ class MpcPlanner:
             line_normal=ref.line_normal,
             line_offset=ref.line_offset,
             yaw_ref=ref.yaw,
-            speed_ref=ref.speed,
+            speed_ref=speed_ref,
             risk_grad=local.grad,
             risk_curv=local.curv,
             risk_point=points,
             opp_normal=keep.normal,
             opp_offset=keep.offset,
-            steer_max=steer_max,
             accel_max=np.full(cfg.horizon, veh.max_accel),
         )
 

@@ -82,7 +82,7 @@ class Stage:
     line is ``n·p - offset``. risk_grad (N, 2), risk_curv (N, 2) >= 0, risk_point (N, 2): the
     convex local model of the risk map around the previous solution. opp_normal (M, N, 2),
     opp_offset (M, N): ``n·p >= offset`` keeps clear of opponent j at step k (soft; zero normals
-    and an offset of -1 disable a slot). steer_max (N,), accel_max (N,): per-step bounds.
+    and an offset of -1 disable a slot). accel_max (N,): per-step acceleration bound.
     """
 
     z0: np.ndarray
@@ -100,7 +100,6 @@ class Stage:
     risk_point: np.ndarray
     opp_normal: np.ndarray
     opp_offset: np.ndarray
-    steer_max: np.ndarray
     accel_max: np.ndarray
 
 
@@ -190,7 +189,6 @@ def stage_values(stage: Stage) -> dict[str, np.ndarray]:
         "opp_nx": stage.opp_normal[:, :, 0],
         "opp_ny": stage.opp_normal[:, :, 1],
         "opp_b": stage.opp_offset,
-        "steer_max": stage.steer_max,
         "accel_max": stage.accel_max,
     }
 
@@ -223,7 +221,6 @@ class MpcProblem:
             "opp_nx": P((m, n), name="opp_nx"),
             "opp_ny": P((m, n), name="opp_ny"),
             "opp_b": P((m, n), name="opp_b"),
-            "steer_max": P(n, nonneg=True, name="steer_max"),
             "accel_max": P(n, name="accel_max"),
             "line_nx": P(n, name="line_nx"),
             "line_ny": P(n, name="line_ny"),
@@ -273,7 +270,7 @@ class MpcProblem:
             nxt[4] == now[4] + self.dt * u[0],
             nxt[V] >= 0.0,
             nxt[V] <= lim.max_speed,
-            cp.abs(nxt[STEER]) <= p["steer_max"],
+            cp.abs(nxt[STEER]) <= lim.max_steer,
             cp.abs(u[0]) <= lim.max_steer_rate,
             u[1] >= -lim.max_brake,
             u[1] <= p["accel_max"],
@@ -323,12 +320,14 @@ class MpcProblem:
         time_limit_s: float = 0.0,
         eps: float = 1e-4,
         warm: tuple[np.ndarray, np.ndarray] | None = None,
+        max_iter: int = 4000,
+        accept_residual: float = 0.0,
     ) -> Solution:
         """Solve one SCP iteration on the compiled data; never raises on solver trouble."""
         self.qp.set_parameters(self.values(stage, weights))
         if solver == "OSQP":
             warm_x = None if warm is None else self.qp.pack({self.z: warm[0].T, self.u: warm[1].T})
-            result = self.qp.solve_osqp(osqp_settings(eps, time_limit_s), warm_x)
+            result = self.qp.solve_osqp(osqp_settings(eps, time_limit_s, max_iter), warm_x, accept_residual)
         elif solver == "CLARABEL":
             result = self.qp.solve_clarabel(clarabel_settings(eps, time_limit_s))
         else:
@@ -371,11 +370,11 @@ class MpcProblem:
         )
 
 
-def osqp_settings(eps: float, time_limit_s: float) -> dict[str, Any]:
+def osqp_settings(eps: float, time_limit_s: float, max_iter: int = 4000) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "eps_abs": eps,
         "eps_rel": eps,
-        "max_iter": 4000,
+        "max_iter": max_iter,
         "polishing": False,
         "adaptive_rho": True,
         "check_termination": 10,

@@ -1,0 +1,260 @@
+"""``racestack closed-loop``: the planners driving the simulator, scored against the expert.
+
+Headless (``Simulation``, no ROS) for speed, with the inputs the nodes get through the same
+contract: odometry, ground-truth tracks as the object list (allowed until perception runs; the
+table is the same), and the risk map predicted from them with ground-truth BEV context. Per
+scenario and planner: collisions, track-limit violations, lap time (or its distance-normalized
+equivalent when no lap completes) and its ratio to the expert's, fallbacks, cycle time; and the L2
+error to the expert at 1/2/3 s, open loop along the expert's own run (each planner is given the
+expert's situations and its plan is compared with what the expert then did).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time as wallclock
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from planning_nodes.mpc.node import load_weights
+from planning_nodes.mpc.planner import MpcPlanner, PlannerConfig
+from planning_nodes.plan import EgoState
+from planning_nodes.pure_pursuit import PurePursuit
+from racestack.grid import LITE_GRID
+from racestack.paths import models_dir
+from simulation.scenario import list_scenarios, load_scenario
+from simulation.simulation import Simulation
+from simulation.vehicles import Command
+
+PLANNERS = ("risk_mpc", "mpc", "pure_pursuit")
+L2_TIMES = (1.0, 2.0, 3.0)
+
+
+@dataclass
+class Result:
+    scenario: str
+    planner: str
+    collisions: int = 0
+    track_limit_violations: int = 0
+    lap_time_s: float = float("nan")
+    lap_complete: bool = False
+    lap_ratio: float = float("nan")
+    l2_m: dict[str, float] = field(default_factory=dict)
+    fallbacks: int = 0
+    cycle_ms_p50: float = float("nan")
+    cycle_ms_p99: float = float("nan")
+    distance_m: float = 0.0
+
+
+class Driver:
+    """One planner with the inputs it needs (risk predictor for risk_mpc), in closed or open loop."""
+
+    def __init__(self, kind: str, sim: Simulation, weights_file: str, risk_checkpoint: str) -> None:
+        self.kind, self.track, self.vehicle = kind, sim.track, sim.ego_params
+        self.risk = None
+        if kind == "pure_pursuit":
+            self.planner = PurePursuit(sim.track, sim.ego_params)
+        else:
+            config = PlannerConfig(use_risk_map=kind == "risk_mpc", weights=load_weights(weights_file))
+            self.planner = MpcPlanner(sim.track, sim.ego_params, config)
+            if kind == "risk_mpc":
+                self.risk = _risk_predictor(risk_checkpoint, sim.track)
+        self.cycle_ms: list[float] = []
+
+    def plan(self, sim: Simulation, ego: EgoState, time: float):
+        objects = sim.objects_table()
+        field_ = None
+        if self.risk is not None:
+            from planning_nodes.mpc.risk_field import RiskField
+            from planning_nodes.riskmap.geometry import RISK_GRID, RISK_TIMES
+
+            values = self.risk.predict(
+                objects, (ego.x, ego.y, ego.yaw), ego.v, ego.steer, ego.accel, time, sim.bev_labels(LITE_GRID)
+            )
+            field_ = RiskField(values, RISK_GRID, RISK_TIMES, self.vehicle.length, self.vehicle.width)
+        start = wallclock.perf_counter()
+        if self.kind == "pure_pursuit":
+            plan = self.planner.plan(ego, objects, time)
+        else:
+            plan = self.planner.plan(ego, objects, field_, time)
+        self.cycle_ms.append((wallclock.perf_counter() - start) * 1e3)
+        return plan
+
+    @property
+    def fallbacks(self) -> int:
+        counts = getattr(self.planner, "counts", {})
+        return int(sum(v for k, v in counts.items() if k.startswith("fallback_")))
+
+
+def _risk_predictor(checkpoint: str, track):
+    from planning_nodes.riskmap.model import RISKMAP_SPEC
+    from planning_nodes.riskmap.predictor import RiskPredictor
+    from racestack.inference import create_runner
+
+    runner = create_runner(RISKMAP_SPEC, checkpoint, "onnxruntime", "cpu", threads=1, log=lambda _: None)
+    return RiskPredictor(runner, track)
+
+
+def ego_state(sim: Simulation) -> EgoState:
+    """What the nodes know from /localization/odometry (wheel angle estimated from the yaw rate)."""
+    odo = sim.odometry()
+    steer = float(np.arctan(sim.ego_params.wheelbase * odo.yaw_rate / odo.v)) if odo.v > 2.0 else 0.0
+    return EgoState(odo.x, odo.y, odo.yaw, odo.v, steer, odo.accel)
+
+
+def drive(sim: Simulation, driver: Driver | None, plan_every: int, lead: float) -> None:
+    """Closed loop until the scenario ends; ``driver`` None = the expert. Commands held between plans."""
+    command = None
+    while not sim.done:
+        if driver is not None and sim.frame % plan_every == 0:
+            plan = driver.plan(sim, ego_state(sim), sim.time)
+            c = plan.command(lead)
+            command = Command(c["steering_angle"], c["acceleration"], c["speed"])
+        sim.step_frame(command)
+
+
+def lap_time(sim: Simulation) -> tuple[float, bool]:
+    """The first complete lap's time, else the time a lap takes at the run's average speed."""
+    events = sim.events
+    if events.lap_times:
+        return float(events.lap_times[0]), True
+    return float(sim.track.length * sim.time / max(events.distance, 1e-6)), False
+
+
+def open_loop_l2(name: str, driver_kind: str, args, every_s: float = 0.5) -> dict[str, float]:
+    """L2 at 1/2/3 s between the planner's plans and the expert's actual path, along the expert's run."""
+    sim = _simulation(name, args.duration)
+    driver = Driver(driver_kind, sim, args.weights, args.risk_checkpoint)
+    rate = sim.scenario.rate
+    every = max(1, round(every_s * rate))
+    horizon = round(max(L2_TIMES) * rate)
+    plans, log = {}, []
+    while not sim.done:
+        log.append((sim.time, sim.ego.x, sim.ego.y))
+        if sim.frame % every == 0:
+            plans[len(log) - 1] = driver.plan(sim, ego_state(sim), sim.time)
+        sim.step_frame(None)
+    track = np.array(log)
+    errors = {t: [] for t in L2_TIMES}
+    for index, plan in plans.items():
+        if index + horizon >= len(track):
+            continue
+        for t in L2_TIMES:
+            actual = track[index + round(t * rate), 1:]
+            predicted = plan.sample(np.array([plan.time + t]))[0, :2]
+            errors[t].append(float(np.hypot(*(predicted - actual))))
+    return {f"{t:.0f}s": float(np.mean(v)) if v else float("nan") for t, v in errors.items()}
+
+
+def _simulation(name: str, duration: float) -> Simulation:
+    scenario = load_scenario(name)
+    return Simulation(replace(scenario, duration=min(duration, scenario.duration)))
+
+
+def evaluate_scenario(name: str, planners: list[str], args) -> list[Result]:
+    expert_sim = _simulation(name, args.duration)
+    drive(expert_sim, None, 1, args.lead)
+    expert_lap, expert_complete = lap_time(expert_sim)
+    results = [
+        Result(
+            name,
+            "expert",
+            expert_sim.events.collisions,
+            expert_sim.events.track_limit_violations,
+            expert_lap,
+            expert_complete,
+            1.0,
+            distance_m=expert_sim.events.distance,
+        )
+    ]
+    for kind in planners:
+        sim = _simulation(name, args.duration)
+        driver = Driver(kind, sim, args.weights, args.risk_checkpoint)
+        plan_every = max(1, round(sim.scenario.rate / args.plan_rate))
+        drive(sim, driver, plan_every, args.lead)
+        lap, complete = lap_time(sim)
+        cycle = np.array(driver.cycle_ms)
+        results.append(
+            Result(
+                scenario=name,
+                planner=kind,
+                collisions=sim.events.collisions,
+                track_limit_violations=sim.events.track_limit_violations,
+                lap_time_s=lap,
+                lap_complete=complete,
+                lap_ratio=lap / expert_lap,
+                l2_m=open_loop_l2(name, kind, args) if not args.no_l2 else {},
+                fallbacks=driver.fallbacks,
+                cycle_ms_p50=float(np.percentile(cycle, 50)),
+                cycle_ms_p99=float(np.percentile(cycle, 99)),
+                distance_m=sim.events.distance,
+            )
+        )
+        print(_row(results[-1]), flush=True)
+    return results
+
+
+HEADER = (
+    f"{'scenario':<28}{'planner':<14}{'coll':>5}{'limits':>7}{'lap s':>8}{'ratio':>7}"
+    f"{'L2@1s':>7}{'L2@2s':>7}{'L2@3s':>7}{'fallb':>7}{'p50 ms':>8}{'p99 ms':>8}"
+)
+
+
+def _row(r: Result) -> str:
+    lap = f"{r.lap_time_s:.1f}" + ("" if r.lap_complete else "*")
+    l2 = [r.l2_m.get(f"{t:.0f}s", float("nan")) for t in L2_TIMES]
+    return (
+        f"{r.scenario:<28}{r.planner:<14}{r.collisions:>5}{r.track_limit_violations:>7}{lap:>8}{r.lap_ratio:>7.3f}"
+        f"{l2[0]:>7.2f}{l2[1]:>7.2f}{l2[2]:>7.2f}{r.fallbacks:>7}{r.cycle_ms_p50:>8.2f}{r.cycle_ms_p99:>8.2f}"
+    )
+
+
+def summary(results: list[Result]) -> list[str]:
+    lines = []
+    for kind in sorted({r.planner for r in results} - {"expert"}, key=PLANNERS.index):
+        rows = [r for r in results if r.planner == kind]
+        l2 = {t: np.nanmean([r.l2_m.get(f"{t:.0f}s", np.nan) for r in rows]) for t in L2_TIMES}
+        lines.append(
+            f"{kind:<14} collisions {sum(r.collisions for r in rows)}, track-limit violations "
+            f"{sum(r.track_limit_violations for r in rows)}, worst lap ratio {max(r.lap_ratio for r in rows):.3f}, "
+            f"L2 1/2/3 s {l2[1.0]:.2f}/{l2[2.0]:.2f}/{l2[3.0]:.2f} m, fallbacks {sum(r.fallbacks for r in rows)}"
+        )
+    return lines
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenarios", nargs="*", default=None, help="names (default: the suite and the held-out ones)")
+    parser.add_argument("--planners", nargs="*", default=list(PLANNERS), choices=PLANNERS)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per run (capped by the scenario)")
+    parser.add_argument("--plan-rate", type=float, default=10.0, help="planning cycles per second")
+    parser.add_argument("--lead", type=float, default=0.05, help="command lead (s), as the nodes' command_lead")
+    parser.add_argument("--weights", default="models/mpc_weights/weights.yaml", help="MPC weights ('' = defaults)")
+    parser.add_argument("--risk-checkpoint", default=str(models_dir() / "riskmap" / "riskmap.pt"))
+    parser.add_argument("--no-l2", action="store_true", help="skip the open-loop L2 runs (faster)")
+    parser.add_argument("--json", default="", help="also write the results to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    names = args.scenarios or [*list_scenarios(), *list_scenarios(heldout=True)]
+    results: list[Result] = []
+    print(HEADER)
+    for name in names:
+        scenario_results = evaluate_scenario(name, args.planners, args)
+        print(_row(scenario_results[0]), flush=True)
+        results.extend(scenario_results)
+    print("\n* lap not completed in the run: time a lap takes at the run's average speed")
+    for title, group in (
+        ("suite", [r for r in results if not r.scenario.startswith("heldout/")]),
+        ("held-out", [r for r in results if r.scenario.startswith("heldout/")]),
+    ):
+        if group:
+            print(f"\n{title}:")
+            for line in summary(group):
+                print("  " + line)
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=2))
+    bad = sum(r.collisions + r.track_limit_violations for r in results if r.planner == "risk_mpc")
+    return 1 if bad else 0

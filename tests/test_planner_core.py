@@ -1,0 +1,170 @@
+"""MPC planner core: model linearization, the compiled DPP problem, the fallback, the risk field.
+
+No ROS here; the nodes are tested in test_planner_nodes.py.
+"""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from planning_nodes.mpc.model import linearize, rollout, step
+from planning_nodes.mpc.planner import MpcPlanner, PlannerConfig
+from planning_nodes.mpc.problem import CostWeights, MpcProblem
+from planning_nodes.mpc.risk_field import RiskField
+from planning_nodes.opponents import plan_collides
+from planning_nodes.plan import BRAKING, MPC, EgoState
+from planning_nodes.riskmap.geometry import RISK_GRID, RISK_TIMES
+from racestack.objects import empty_objects
+from simulation.track import oval_track
+from simulation.vehicles import Command, VehicleParams, VehicleState, step_ego
+
+VEHICLE = VehicleParams()
+DT = 0.1
+
+
+@pytest.fixture(scope="module")
+def track():
+    return oval_track(length=1600.0, turn_radius=170.0, width=12.0)
+
+
+def start_state(track, speed: float, s: float = 50.0) -> EgoState:
+    point = track.racing.point_at(s)
+    return EgoState(float(point[0]), float(point[1]), float(track.racing.heading_at(s)), speed)
+
+
+def test_linearized_model_matches_nonlinear_over_one_step():
+    rng = np.random.default_rng(0)
+    z = np.column_stack(
+        [
+            rng.normal(0, 50, 64),
+            rng.normal(0, 50, 64),
+            rng.uniform(-3, 3, 64),
+            rng.uniform(5, 85, 64),
+            rng.uniform(-0.3, 0.3, 64),
+        ]
+    )
+    u = np.column_stack([rng.uniform(-1, 1, 64), rng.uniform(-15, 8, 64)])
+    lin = linearize(z, u, DT, VEHICLE.wheelbase)
+    assert np.allclose(lin.predict(z, u, DT), step(z, u, DT, VEHICLE.wheelbase), atol=1e-9)
+    # realistic deviations from the linearization point: half a metre, 2 degrees, 1 m/s, 0.01 rad
+    dz = np.column_stack([rng.normal(0, 0.5, 64), rng.normal(0, 0.5, 64), rng.normal(0, 0.035, 64),
+                          rng.normal(0, 1.0, 64), rng.normal(0, 0.01, 64)])  # fmt: skip
+    du = np.column_stack([rng.normal(0, 0.1, 64), rng.normal(0, 1.0, 64)])
+    error = lin.predict(z + dz, u + du, DT) - step(z + dz, u + du, DT, VEHICLE.wheelbase)
+    assert np.abs(error[:, :2]).max() < 0.05  # m: second-order terms only
+    assert np.abs(error[:, 2]).max() < 0.01  # rad
+    assert np.abs(error[:, 3:]).max() < 1e-9  # speed and wheel angle are exact integrators
+
+
+def test_model_matches_the_simulated_ego():
+    """One 0.1 s MPC step against the simulator's 10 ms physics under the same inputs."""
+    state = VehicleState(0.0, 0.0, 0.3, 40.0, steer=0.02)
+    z0 = np.array([0.0, 0.0, 0.3, 40.0, 0.02])
+    inputs = np.array([[0.1, 2.0]])
+    predicted = rollout(z0, inputs, DT, VEHICLE.wheelbase)[1]
+    for k in range(10):
+        target = z0[4] + inputs[0, 0] * DT * (k + 1) / 10
+        state = step_ego(state, Command(steering_angle=target, acceleration=2.0), VEHICLE, 0.01)
+    assert np.hypot(state.x - predicted[0], state.y - predicted[1]) < 0.02
+    assert abs(state.v - predicted[3]) < 1e-6
+
+
+def test_compiled_problem_is_cvxpy_problem(track):
+    planner = MpcPlanner(track, VEHICLE, PlannerConfig(use_risk_map=False))
+    problem: MpcProblem = planner.problem
+    assert problem.problem.is_dpp()
+    ego = start_state(track, 40.0)
+    plan = planner.plan(ego, None, None, 0.0)
+    assert plan.kind == MPC
+    stage = planner.last_stage
+    values = problem.values(stage, CostWeights())
+    problem.qp.set_parameters(values)
+    for param, value in values.items():
+        param.value = value
+    P, q, _, A, lower, _ = problem.qp.matrices()
+    data, _, _ = problem.problem.get_problem_data(cp.OSQP)
+    assert abs(sp.triu(data["P"]) - P).max() < 1e-12
+    assert np.abs(data["q"] - q).max() < 1e-12
+    assert abs(sp.vstack([data["A"], -data["F"]]) - A).max() < 1e-12
+    assert np.abs(np.concatenate([data["b"], -data["G"]]) - lower).max() < 1e-12
+    fast = problem.solve(stage, CostWeights(), "OSQP", eps=1e-6, max_iter=20000)
+    reference = problem.solve_reference(stage, CostWeights(), "CLARABEL")
+    assert fast.ok and reference.ok
+    assert abs(fast.cost - reference.cost) <= 1e-3 * abs(reference.cost) + 1e-3
+    assert np.abs(fast.states[:, :2] - reference.states[:, :2]).max() < 0.05
+
+
+def test_mpc_drives_a_lap_section_within_the_track(track):
+    planner = MpcPlanner(track, VEHICLE, PlannerConfig(use_risk_map=False))
+    ego = start_state(track, 30.0)
+    state = VehicleState(ego.x, ego.y, ego.yaw, ego.v)
+    worst = -np.inf
+    for k in range(120):
+        plan = planner.plan(EgoState(state.x, state.y, state.yaw, state.v, state.steer), None, None, k * DT)
+        command = plan.command(DT)
+        for _ in range(10):
+            state = step_ego(
+                state, Command(command["steering_angle"], command["acceleration"], command["speed"]), VEHICLE, 0.01
+            )
+        s, d, _ = track.project(np.array([[state.x, state.y]]))
+        left, right = track.widths_at(s)
+        worst = max(worst, float(np.max(np.abs(d) + VEHICLE.width / 2 - np.where(d > 0, left, right))))
+    assert worst < 0.0, f"the car body left the track by {worst:.2f} m"
+    assert state.v > 45.0  # it accelerated toward the speed profile
+    assert planner.counts["plan_mpc"] >= 115
+
+
+def test_opponent_blocking_the_track_yields_braking_fallback(track):
+    """A wall of cars across the whole track 25 m ahead at 40 m/s: no feasible plan, braking, no exception."""
+    planner = MpcPlanner(track, VEHICLE, PlannerConfig(use_risk_map=False))
+    ego = start_state(track, 40.0, s=100.0)
+    free = planner.plan(ego, None, None, 0.0)
+    assert free.kind == MPC
+    s_wall = 100.0 + 25.0 + VEHICLE.center_offset
+    offsets = np.linspace(-5.0, 5.0, 5)
+    wall = empty_objects(offsets.size)
+    xy = track.frenet_to_xy(np.full(offsets.size, s_wall), offsets)
+    wall["x"], wall["y"], wall["yaw"] = xy[:, 0], xy[:, 1], track.heading_at(s_wall)
+    wall["length"], wall["width"], wall["height"] = 4.9, 2.6, 1.2
+    wall["track_id"] = np.arange(1, offsets.size + 1)
+    ego_next = EgoState(*free.sample(np.array([0.1]))[0, :4])
+    plan = planner.plan(ego_next, wall, None, 0.1)
+    assert plan.kind == BRAKING, plan.info
+    assert plan.info["verdict"] in ("opponent_infeasible", "solver_failed")
+    assert planner.counts["fallback_braking"] == 1
+    assert np.all(plan.inputs[:, 1] <= 0.0) and plan.inputs[0, 1] == pytest.approx(-VEHICLE.max_brake)
+    s, d, _ = track.project(plan.states[:, :2])
+    left, right = track.widths_at(s)
+    assert np.all((d < left) & (d > -right)), "the braking trajectory leaves the track"
+    # the previous plan drives into the wall, so it is not reused
+    from planning_nodes.opponents import forecast
+
+    assert plan_collides(free, forecast(wall, track, np.arange(31) * DT), VEHICLE)
+
+
+def test_solver_failure_shifts_the_previous_plan(track):
+    planner = MpcPlanner(track, VEHICLE, PlannerConfig(use_risk_map=False, qp_max_iter=1, accept_residual=0.0))
+    good = MpcPlanner(track, VEHICLE, PlannerConfig(use_risk_map=False)).plan(start_state(track, 40.0), None, None, 0.0)
+    planner.last_mpc = good
+    ego = EgoState(*good.sample(np.array([0.1]))[0, :4])
+    plan = planner.plan(ego, None, None, 0.1)
+    assert plan.kind == "shifted"
+    assert np.allclose(plan.states[1:10, :2], good.sample(0.1 + DT * np.arange(1, 10))[:, :2], atol=1e-6)
+    late = planner.plan(ego, None, None, 1.0)  # past max_shift_s: braking
+    assert late.kind == BRAKING
+
+
+def test_risk_field_local_model():
+    """A single occupied blob ahead: value peaks there, the gradient points into it, curvature >= 0."""
+    values = np.zeros((len(RISK_TIMES), *RISK_GRID.shape), np.float32)
+    X, Y = RISK_GRID.cell_centers()
+    values[:] = np.exp(-((X - 40.0) ** 2 + (Y - 2.0) ** 2) / 8.0)
+    field = RiskField(values, RISK_GRID, RISK_TIMES)
+    centers = np.array([[40.0, 2.0], [40.0, -1.0], [35.0, 2.0], [200.0, 60.0]])
+    local = field.local_model(centers, np.zeros(4), np.full(4, 1.0))
+    assert local.value[0] > 0.9 and local.value[3] == 0.0
+    assert local.grad[1, 1] > 0.0 and local.grad[2, 0] > 0.0  # uphill toward the blob
+    assert np.all(local.curv >= 0.0)
