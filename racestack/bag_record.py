@@ -82,8 +82,13 @@ class Recorder:
         self.exclude = re.compile(exclude) if exclude else None
         self.use_sim_time = use_sim_time
         self.log = log or (lambda text: print(f"[record] {text}", file=sys.stderr, flush=True))
-        self.writer = BagWriter(output, storage, custom_data={"recorder": "racestack record"})
-        self.path = self.writer.path
+        self.path = Path(output)
+        if self.path.exists():
+            raise BagError(f"cannot write bag '{self.path}': it exists already")
+        self.storage = storage
+        self.writer: BagWriter | None = None
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
         self._subscribed: dict[str, _Subscribed] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -99,7 +104,7 @@ class Recorder:
         self.executor.add_node(self.node)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.node.create_timer(DISCOVERY_PERIOD_S, self._discover, clock=steady)
-        self.node.create_timer(FLUSH_PERIOD_S, self.writer.flush, clock=steady)
+        self.node.create_timer(FLUSH_PERIOD_S, lambda: self.writer.flush(), clock=steady)
 
     # -- topics -----------------------------------------------------------------------------------
 
@@ -184,22 +189,38 @@ class Recorder:
 
     @property
     def counts(self) -> dict[str, int]:
-        return dict(self.writer.counts)
+        return dict(self.writer.counts) if self.writer is not None else {}
 
     def subscribed(self) -> set[str]:
         return {topic for topic, entry in self._subscribed.items() if entry.subscription is not None}
 
-    def _spin(self) -> None:
+    def _run(self) -> None:
+        """The recording thread: the bag is opened, written and closed here (sqlite3 needs one thread)."""
+        try:
+            self.writer = BagWriter(self.path, self.storage, custom_data={"recorder": "racestack record"})
+        except BaseException as exc:
+            self._error = exc
+            return
+        finally:
+            self._ready.set()
         try:
             while not self._stop.is_set() and self.context.ok():
                 self.executor.spin_once(timeout_sec=0.05)
+            if self.context.ok():
+                self._drain()
         except ExternalShutdownException:
             pass
+        finally:
+            self.writer.close()
 
     def start(self) -> Recorder:
         self._started = time.monotonic()
-        self._thread = threading.Thread(target=self._spin, name="racestack-recorder", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="racestack-recorder", daemon=True)
         self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self.stop()
+            raise BagError(str(self._error)) from self._error
         return self
 
     def wait_for_topics(self, topics: Iterable[str], timeout_s: float = 10.0) -> bool:
@@ -215,25 +236,25 @@ class Recorder:
     def _drain(self, quiet_s: float = 0.2, limit_s: float = 2.0) -> None:
         """Take what is already queued in the subscriptions before closing."""
         deadline = time.monotonic() + limit_s
-        last, quiet_since = sum(self.writer.counts.values()), time.monotonic()
+        last, quiet_since = sum(self.counts.values()), time.monotonic()
         while time.monotonic() < deadline and time.monotonic() - quiet_since < quiet_s:
             self.executor.spin_once(timeout_sec=0.02)
-            total = sum(self.writer.counts.values())
+            total = sum(self.counts.values())
             if total != last:
                 last, quiet_since = total, time.monotonic()
 
+    def _shutdown(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
     def stop(self) -> RecordSummary:
         """Stops recording and closes the bag (metadata.yaml written). Safe to call twice."""
-        if not self.writer.closed:
+        if not self._stop.is_set():
             self._stop.set()
             if self._thread is not None:
                 self._thread.join()
-            if self.context.ok():
-                self._drain()
-            self.executor.shutdown(timeout_sec=1.0)
-            self.node.destroy_node()
-            rclpy.try_shutdown(context=self.context)
-            self.writer.close()
+            self._shutdown()
         return RecordSummary(self.path, self.counts, time.monotonic() - self._started)
 
     def __enter__(self) -> Recorder:

@@ -40,6 +40,9 @@ from racestack.cdr import cdr_problem, header_stamp_ns, message_class
 
 DEFAULT_CLOCK_HZ = 100.0
 CLOCK_TOPIC = "/clock"
+# A publisher counts a subscriber before that subscriber has matched the publisher in turn (under
+# load, up to about a second later); a best-effort subscriber loses what comes in between.
+MATCH_SETTLE_S = 1.0
 _STAMP_SEARCH = 1000
 
 
@@ -129,7 +132,7 @@ class BagReplayer:
                 CLOCK_TOPIC,
                 QoSProfile(
                     history=HistoryPolicy.KEEP_LAST,
-                    depth=1,
+                    depth=10,
                     reliability=ReliabilityPolicy.RELIABLE,
                     durability=DurabilityPolicy.VOLATILE,
                 ),
@@ -192,14 +195,22 @@ class BagReplayer:
                 break
         return None
 
-    def wait_for_subscribers(self, timeout_s: float = 10.0, count: int = 1) -> bool:
-        """True once every output topic has ``count`` subscribers (replay starts before joiners lose data)."""
+    def wait_for_subscribers(
+        self, timeout_s: float = 10.0, topics: Collection[str] | None = None, count: int = 1
+    ) -> bool:
+        """True once each output topic and /clock (or each of ``topics``) has ``count`` subscribers."""
+        outputs = [o.publisher for o in self.outputs.values() if topics is None or o.topic in topics]
+        if self.clock_publisher is not None and (topics is None or CLOCK_TOPIC in topics):
+            outputs.append(self.clock_publisher)
         deadline = time.monotonic() + timeout_s
         while True:
-            ready = all(o.publisher.get_subscription_count() >= count for o in self.outputs.values())
+            ready = all(publisher.get_subscription_count() >= count for publisher in outputs)
             if ready or time.monotonic() >= deadline:
-                return ready
+                break
             time.sleep(0.02)
+        if ready:
+            time.sleep(MATCH_SETTLE_S)
+        return ready
 
     # -- step-wise ---------------------------------------------------------------------------------
 
@@ -300,7 +311,7 @@ class BagReplayer:
         if rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
         stop = stop or threading.Event()
-        pace: dict[str, int] = {}
+        pace: dict[str, tuple] = {}
         done = threading.Event()
         ticker = None
         if self.clock_publisher is not None and clock_hz > 0:
@@ -318,7 +329,7 @@ class BagReplayer:
                 ticker.join()
         return self.stats
 
-    def _play_pass(self, rate: float, stop: threading.Event, pace: dict[str, int]) -> tuple[int, float]:
+    def _play_pass(self, rate: float, stop: threading.Event, pace: dict[str, tuple]) -> tuple[int, float]:
         """One paced pass; returns how many messages went out and the pause before a next pass.
 
         The pause is the pass's last message interval (at most 1 s): subscribers get the usual time
@@ -328,9 +339,10 @@ class BagReplayer:
         published, times = 0, [0, 0]
         for item in self.messages():
             if start_wall is None:
-                start_wall, start_time = time.monotonic(), item.time_ns
+                pace.pop("anchor", None)
                 self.publish_clock(item.time_ns, jump=True)
-                pace.update(wall=start_wall, time=start_time)
+                start_wall, start_time = time.monotonic(), item.time_ns
+            pace["anchor"] = (start_wall, start_time, item.time_ns)
             target = start_wall + (item.time_ns - start_time) / 1e9 / rate
             if stop.wait(max(0.0, target - time.monotonic())):
                 break
@@ -339,12 +351,13 @@ class BagReplayer:
             times = [times[1], item.time_ns]
         return published, min((times[1] - times[0]) / 1e9 / rate, 1.0)
 
-    def _tick(self, pace: dict[str, int], rate: float, hz: float, done: threading.Event) -> None:
-        """/clock between messages, at ``hz``, on the same schedule as the messages."""
+    def _tick(self, pace: dict[str, tuple], rate: float, hz: float, done: threading.Event) -> None:
+        """/clock between messages at ``hz``, never past the next message's time (that one sets it)."""
         while not done.wait(1.0 / hz):
-            wall, start = pace.get("wall"), pace.get("time")
-            if wall is not None and start is not None:
-                self.publish_clock(int(start + (time.monotonic() - wall) * rate * 1e9))
+            anchor = pace.get("anchor")
+            if anchor is not None:
+                wall, start, limit = anchor
+                self.publish_clock(min(int(start + (time.monotonic() - wall) * rate * 1e9), limit))
 
     def wait_for_acknowledgements(self, timeout_s: float = 5.0) -> bool:
         """Waits until reliable subscribers have every message (so exiting right after loses none)."""

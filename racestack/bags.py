@@ -255,7 +255,6 @@ class _McapFile:
             not consistent
             or data_offset + csize > size
             or compression.decode(errors="replace") not in _DECOMPRESSORS
-            or start > end
             or (not compression and usize != csize)
         ):
             return None
@@ -269,7 +268,7 @@ class _McapFile:
         start, end, usize, _, clen = struct.unpack_from("<QQQII", buf, content)
         compression = bytes(buf[content + _CHUNK_FIXED : content + _CHUNK_FIXED + clen])
         data_offset = content + _CHUNK_FIXED + clen + 8
-        if compression not in (b"", b"zstd") or data_offset >= len(buf) or start > end:
+        if compression not in (b"", b"zstd") or data_offset >= len(buf):
             return None
         (csize,) = _U64(buf, data_offset - 8)
         return _Chunk(pos, start, end, usize, 0, compression.decode(), data_offset, csize)

@@ -280,3 +280,23 @@ def test_qos_policy_matches_every_publisher():
     assert offer_for_recorded([]).reliability.name == "RELIABLE"
     assert offer_for_recorded([best_effort]).reliability.name == "BEST_EFFORT"
     assert offer_for_recorded([latched._replace(depth=0)]).depth == 1
+
+
+def test_flushed_bag_survives_a_killed_writer(tmp_path, messages):
+    """The recorder flushes every second: a bag whose writer died still holds what was flushed."""
+    writer = BagWriter(tmp_path / "live")
+    for topic, msgtype in TYPES.items():
+        writer.add_topic(topic, msgtype)
+    writer.flush()  # a chunk with channel records only
+    for topic, t, data in messages[:90]:
+        writer.write(topic, t, data)
+    writer.flush()
+    (tmp_path / "killed").mkdir()
+    shutil.copy(tmp_path / "live" / "live.mcap", tmp_path / "killed" / "live.mcap")
+    for topic, t, data in messages[90:]:
+        writer.write(topic, t, data)
+    writer.close()
+    assert read_all(tmp_path / "live") == (messages, [])
+    got, problems = read_all(tmp_path / "killed")
+    assert got == messages[:90]
+    assert problems == ["metadata.yaml: missing (recording not closed?); reading the storage files"]
