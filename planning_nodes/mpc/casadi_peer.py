@@ -61,7 +61,7 @@ class CasadiPeer:
         n, m = horizon, opponent_slots
         opti = ca.Opti()
         z, u = opti.variable(NX, n + 1), opti.variable(NU, n)
-        ts, os = opti.variable(n), opti.variable(m, n)
+        ts, os = opti.variable(n), opti.variable(n)
         p = {
             "z0": opti.parameter(NX),
             "jerk0": opti.parameter(),
@@ -93,7 +93,7 @@ class CasadiPeer:
                 ts >= 0,
                 steer <= vehicle.max_steer,
                 -steer <= vehicle.max_steer,
-                ca.vec(os) >= 0,
+                os >= 0,
                 speed >= 0,
                 speed <= vehicle.max_speed,
                 vehicle.max_steer_rate >= u[0, :].T,
@@ -105,7 +105,7 @@ class CasadiPeer:
             ]
         )
         for j in range(m):
-            opti.subject_to(p["opp_nx"][j, :].T * px + p["opp_ny"][j, :].T * py >= p["opp_b"][j, :].T - os[j, :].T)
+            opti.subject_to(p["opp_nx"][j, :].T * px + p["opp_ny"][j, :].T * py >= p["opp_b"][j, :].T - os)
         lateral = p["line_n"][:, 0] * px + p["line_n"][:, 1] * py - p["line_b"]
         dx, dy = px - p["risk_p"][:, 0], py - p["risk_p"][:, 1]
         cost = (
@@ -120,17 +120,46 @@ class CasadiPeer:
             + 0.5 * w["risk"] * ca.sum1(p["risk_h"][:, 0] * dx**2 + p["risk_h"][:, 1] * dy**2)
             + slack.track_linear * ca.sum1(ts)
             + slack.track_quadratic * ca.sumsqr(ts)
-            + slack.opponent_linear * ca.sum1(ca.vec(os))
+            + slack.opponent_linear * ca.sum1(os)
             + slack.opponent_quadratic * ca.sumsqr(os)
         )
         opti.minimize(cost)
         opti.solver("ipopt", {"print_time": False}, {"print_level": 0, "tol": tolerance, "sb": "yes"})
         self.opti, self.p, self.z, self.u, self.cost = opti, p, z, u, cost
+        self.track_slack, self.opp_slack = ts, os
 
     def solve(
         self, stage: Stage, weights: CostWeights, warm: tuple[np.ndarray, np.ndarray] | None = None
     ) -> PeerResult:
-        opti, p = self.opti, self.p
+        opti = self.opti
+        self._set(stage, weights)
+        if warm is not None:
+            opti.set_initial(self.z, warm[0].T)
+            opti.set_initial(self.u, warm[1].T)
+        start = time.perf_counter()
+        try:
+            sol = opti.solve()
+            ok, status = True, str(opti.stats()["return_status"])
+            states, inputs, cost = sol.value(self.z).T, sol.value(self.u).T, float(sol.value(self.cost))
+        except RuntimeError:
+            ok, status = False, str(opti.stats()["return_status"])
+            states, inputs, cost = np.empty((0, NX)), np.empty((0, NU)), float("nan")
+        solve_ms = (time.perf_counter() - start) * 1e3
+        iterations = int(opti.stats().get("iter_count", -1))
+        return PeerResult(ok, status, np.asarray(states), np.asarray(inputs), cost, solve_ms, iterations)
+
+    def evaluate(self, stage: Stage, weights: CostWeights, states: np.ndarray, inputs: np.ndarray) -> float:
+        """The objective at a trajectory, with every slack at the least value its constraints allow."""
+        self._set(stage, weights)
+        p = states[1:, :2]
+        proj = np.sum(stage.track_normal * p, axis=1)
+        track = np.maximum(0.0, np.maximum(stage.track_low - proj, proj - stage.track_high))
+        reach = stage.opp_normal[..., 0] * p[:, 0] + stage.opp_normal[..., 1] * p[:, 1]
+        opp = np.max(np.maximum(0.0, stage.opp_offset - reach), axis=0, initial=0.0)
+        substitutions = [self.z == states.T, self.u == inputs.T, self.track_slack == track, self.opp_slack == opp]
+        return float(self.opti.value(self.cost, substitutions))
+
+    def _set(self, stage: Stage, weights: CostWeights) -> None:
         values = {
             "z0": stage.z0,
             "jerk0": stage.u_prev[1],
@@ -151,18 +180,4 @@ class CasadiPeer:
             "w": weights.as_array(),
         }
         for name, value in values.items():
-            opti.set_value(p[name], value)
-        if warm is not None:
-            opti.set_initial(self.z, warm[0].T)
-            opti.set_initial(self.u, warm[1].T)
-        start = time.perf_counter()
-        try:
-            sol = opti.solve()
-            ok, status = True, str(opti.stats()["return_status"])
-            states, inputs, cost = sol.value(self.z).T, sol.value(self.u).T, float(sol.value(self.cost))
-        except RuntimeError:
-            ok, status = False, str(opti.stats()["return_status"])
-            states, inputs, cost = np.empty((0, NX)), np.empty((0, NU)), float("nan")
-        solve_ms = (time.perf_counter() - start) * 1e3
-        iterations = int(opti.stats().get("iter_count", -1))
-        return PeerResult(ok, status, np.asarray(states), np.asarray(inputs), cost, solve_ms, iterations)
+            self.opti.set_value(self.p[name], value)

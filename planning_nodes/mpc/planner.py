@@ -208,8 +208,10 @@ class MpcPlanner:
         points_map = frame.to_map(points)
         ref = self.reference.horizon(points_map, yaw, frame)
         if fc is not None and fc.count:
-            centers_map = frame.to_map(centers_local)
-            s_c, d_c, _ = self.track.project(centers_map)
+            # body centres on the centre line from the rear axles' projection (no second projection)
+            relative = yaw + frame.yaw - self.track.heading_at(ref.s)
+            s_c = ref.s + veh.center_offset * np.cos(relative)
+            d_c = ref.d + veh.center_offset * np.sin(relative)
             heading_map = np.column_stack([np.cos(yaw + frame.yaw), np.sin(yaw + frame.yaw)])
             keep = self.avoidance.build(fc, s_c, d_c, heading_map, ego.v, frame)
         else:

@@ -246,7 +246,7 @@ class MpcProblem:
         self.u = cp.Variable((NU, n), name="u")
         # attribute-free variables: cvxpy would otherwise substitute new ones during canonicalization
         self.track_slack = cp.Variable(n, name="track_slack")
-        self.opp_slack = cp.Variable((m, n), name="opp_slack")
+        self.opp_slack = cp.Variable(n, name="opp_slack")  # one per step, shared by the slots
         self.problem = cp.Problem(cp.Minimize(self._objective()), self._constraints())
         for param in self.params.values():
             param.value = np.zeros(param.shape)
@@ -278,7 +278,7 @@ class MpcProblem:
             cp.multiply(p["track_nx"], px) + cp.multiply(p["track_ny"], py) <= p["track_hi"] + self.track_slack,
             cp.multiply(p["opp_nx"], cp.vstack([px] * self.opponent_slots))
             + cp.multiply(p["opp_ny"], cp.vstack([py] * self.opponent_slots))
-            >= p["opp_b"] - self.opp_slack,
+            >= p["opp_b"] - cp.vstack([self.opp_slack] * self.opponent_slots),
         ]
 
     def _objective(self) -> cp.Expression:
