@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "replay": ("racestack.bag_replay", "replay a rosbag2 with /clock"),
     "evaluate": ("racestack.evaluation_cli", "replay a bag through the stack and compute metrics"),
     "ablate": ("racestack.ablation", "compare graph variants on scenarios or bags"),
+    "closed-loop": ("planning_nodes.evaluation", "planners driving the simulator headless, scored against the expert"),
     "dataset": ("simulation.datasets", "export training data from simulator runs"),
     "train": {
         "ppn": ("perception_nodes.ppn.training", "BEV segmentation and reconstruction networks"),
