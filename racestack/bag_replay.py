@@ -417,7 +417,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         const=10.0,
         default=0.0,
         metavar="S",
-        help="wait up to S s (default 10) until every replayed topic has a subscriber",
+        help="wait up to S s (default 10) until every replayed topic and /clock has a subscriber",
     )
 
 

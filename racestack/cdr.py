@@ -3,8 +3,8 @@
 A replayed message is published as the bytes stored in the bag, so nothing re-serializes it; but a
 damaged or mismatched message would make every subscriber's deserialization fail. ``cdr_problem``
 walks the layout of the installed type (lengths, alignment, string terminators, UTF-8) without
-copying payloads: a 6 MB cloud costs microseconds, not the ~20 ms of a full deserialization.
-Also reads a message's ``header.stamp`` straight from the bytes. No rclpy here.
+copying or allocating payloads (a 3.2 MB cloud: ~30 us) and without rclpy, so offline tools use it too.
+Also reads a message's ``header.stamp`` straight from the bytes.
 """
 
 from __future__ import annotations

@@ -226,7 +226,7 @@ def test_sqlite3_record_api_and_replay(tmp_path, probe):
     expected = stored(bag)
     assert all(as_received(s, g) for (_, s), (_, g) in zip(sent, expected, strict=True))
     sink = subscribe_raw(probe, TYPES, best_effort=(STATUS,), latched=(MAP,))
-    result = run_racestack("replay", str(bag), "--wait-for-subscribers", "10", "--timing", "receive")
+    result = run_racestack("replay", str(bag), "--wait-for-subscribers", "10", "--timing", "receive", "--no-clock")
     assert result.returncode == 0, result.stdout + result.stderr
     reliable = [item for item in expected if item[0] != STATUS]
     assert probe.wait_for(lambda: sink.count() - len(sink.on(STATUS)) >= len(reliable), 10.0)
@@ -258,6 +258,7 @@ def write_damage_bag(path: Path) -> tuple[list[tuple[str, bytes]], Path]:
 def test_damaged_bag_is_reported_and_its_readable_part_replays(tmp_path, probe):
     sent, storage = write_damage_bag(tmp_path / "damaged")
     sink = subscribe_raw(probe, {"/dmg/points": "sensor_msgs/msg/PointCloud2"})
+    collect_clock(probe)
     result = run_racestack("replay", str(tmp_path / "damaged"), "--wait-for-subscribers", "10", "--rate", "5")
     assert result.returncode == 1, result.stdout + result.stderr
     report = result.stdout
