@@ -171,3 +171,24 @@ def test_camera_model_rejects_unusable_intrinsics():
 
     with pytest.raises(InputError, match="intrinsics"):
         CameraModel.from_values([0.0] * 9, [], 640, 480)
+
+
+def test_tiles_keep_objects_at_the_inference_scale():
+    from perception_nodes.flying_objects.tiles import TileConfig, cut_tiles
+
+    frame = np.zeros((480, 640, 3), np.uint8)
+    boxes = np.array([[100.0, 50.0, 110.0, 56.0], [600.0, 400.0, 640.0, 440.0], [300.0, 200.0, 330.0, 215.0]])
+    classes = np.array([0, 3, 1])
+    config = TileConfig(size=160, long_side=416, per_frame=3, background=0.0)
+    tiles = cut_tiles(frame, classes, boxes, config, np.random.default_rng(0))
+    assert 1 <= len(tiles) <= 3 and all(t.shape == (160, 160, 3) for t, _ in tiles)
+    seen = {}
+    for _, lines in tiles:
+        for line in lines:
+            c, _, _, w, h = map(float, line.split())
+            seen.setdefault(int(c), []).append((w * 160, h * 160))
+    assert set(seen) == {0, 1, 3}
+    scale = 416 / 640
+    for c, box in zip(classes, boxes, strict=True):
+        full = [(w, h) for w, h in seen[c] if abs(w - (box[2] - box[0]) * scale) < 1e-3]
+        assert full and abs(full[0][1] - (box[3] - box[1]) * scale) < 1e-3

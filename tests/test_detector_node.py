@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import CameraInfo, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from support import diagnostics_values, launched
 
 from perception_nodes.flying_objects.dataset import render_samples
@@ -37,9 +37,14 @@ def slot(**parameters) -> dict:
     return {"detector": {"name": NODE, "entry": NODE, "parameters": {**PARAMETERS, **parameters}}}
 
 
-class Lines(list):
+class Lines:
+    """The launched node's output lines (a callable echo for ``launched``)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
     def __call__(self, line: str) -> None:
-        self.append(line)
+        self.lines.append(line)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +59,7 @@ def detector():
             "diagnostics": probe.collect(DiagnosticArray, "/diagnostics", keep=100),
         }
         ready = probe.wait_for_subscribers(IMAGE, 1, 120.0)
-        assert ready, f"the detector never subscribed: {session.failures or lines[-20:]}"
+        assert ready, f"the detector never subscribed: {session.failures or lines.lines[-20:]}"
         assert probe.wait_for(lambda: probe.node.count_publishers(BOXES) > 0, 10.0)
         time.sleep(0.5)
         yield probe, outputs, session
@@ -172,6 +177,17 @@ def test_bgr8_gives_the_same_boxes_as_rgb8(detector):
     np.testing.assert_allclose(corners(cloud_to_boxes2d(rgb)), corners(cloud_to_boxes2d(bgr)), atol=1e-3)
 
 
+def test_debug_image_is_published_while_subscribed(detector):
+    probe, outputs, _ = detector
+    debug = probe.collect(Image, f"/{NODE}/debug_image", keep=5)
+    assert probe.wait_for(lambda: probe.node.count_publishers(f"/{NODE}/debug_image") > 0, 10.0)
+    time.sleep(0.5)
+    image = next(iter(render_samples("circuit_d", 3, frames=1, every=1, flying_count=16))).image
+    _, _, stamp = detect(probe, outputs, image)
+    msg = answer(probe, debug, stamp, 10.0)
+    assert msg is not None and (msg.width, msg.height, msg.encoding) == (640, 480, "rgb8")
+
+
 def test_wrong_encoding_is_rejected_and_counted(detector):
     probe, outputs, session = detector
     image = np.zeros((480, 640), np.uint8)
@@ -197,5 +213,5 @@ def test_missing_or_corrupt_model_fails_at_startup_naming_the_path(tmp_path, pro
     lines = Lines()
     with launched(slot(weights=str(path)), echo=lines) as session:
         assert session.wait(60.0) == 1, "the node did not stop"
-    text = "\n".join(lines)
+    text = "\n".join(lines.lines)
     assert "start-up error" in text and str(path) in text, text[-2000:]
