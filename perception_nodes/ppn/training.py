@@ -21,7 +21,7 @@ import torch
 from perception_nodes.ppn.config import PpnConfig, preset
 from perception_nodes.ppn.dataset import load_frames
 from perception_nodes.ppn.losses import class_weights, reconstruction_loss, segmentation_loss
-from perception_nodes.ppn.models import KINDS, default_checkpoint, save_checkpoint
+from perception_nodes.ppn.models import KINDS, default_checkpoint, load_network, save_checkpoint
 from perception_nodes.ppn.networks import build
 
 
@@ -78,7 +78,13 @@ def learning_rate(peak: float, progress: float, warmup: float = 0.05) -> float:
 
 
 def train_network(
-    kind: str, config: PpnConfig, data: TrainingSet, steps: int, minutes: float = 0.0, log_every: int = 50
+    kind: str,
+    config: PpnConfig,
+    data: TrainingSet,
+    steps: int,
+    minutes: float = 0.0,
+    log_every: int = 50,
+    init: Path | None = None,
 ) -> tuple[torch.nn.Module, dict]:
     """Train one network from scratch for ``steps`` steps, or for ``minutes`` of wall time when > 0.
 
@@ -88,7 +94,7 @@ def train_network(
     train = config.train
     torch.manual_seed(train.seed)
     rng = np.random.default_rng(train.seed)
-    net = build(kind, config)
+    net = build(kind, config) if init is None else load_network(init, kind)[0]
     optimizer = torch.optim.AdamW(net.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     weights = class_weights(data.class_counts(len(config.classes)))
     net.train()
@@ -131,6 +137,7 @@ def train_network(
         "seconds": round(time.perf_counter() - start),
         "class_weights": [round(float(w), 3) for w in weights],
         "frames": len(data),
+        "initialized_from": str(init) if init else None,
         "data_files": data.files,
     }
     return net.eval(), record
@@ -146,6 +153,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None, help="crops per step (default: config)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: config)")
+    parser.add_argument("--init", type=Path, default=None, help="continue from this checkpoint's weights")
     parser.add_argument("--eval-frames", type=int, default=80, help="frames per held-out scenario (0: skip)")
 
 
@@ -156,13 +165,17 @@ def run(args: argparse.Namespace) -> int:
         config = replace(config, train=replace(config.train, seed=args.seed))
     if args.batch is not None:
         config = replace(config, train=replace(config.train, batch=args.batch))
+    if args.lr is not None:
+        config = replace(config, train=replace(config.train, lr=args.lr))
+    if args.init is not None and args.net == "both":
+        raise SystemExit("--init continues one network: give --net segmentation or --net reconstruction")
     data = TrainingSet(args.data or Path("datasets") / f"ppn_{config.name}", config)
     print(f"training on {len(data)} frames from {len(data.files)} runs", flush=True)
     steps = args.steps or config.train.steps
     kinds = KINDS if args.net == "both" else (args.net,)
     checkpoints = {}
     for kind in kinds:
-        net, record = train_network(kind, config, data, steps, args.minutes)
+        net, record = train_network(kind, config, data, steps, args.minutes, init=args.init)
         path = (args.out / f"{kind}.pt") if args.out else default_checkpoint(kind, config.name)
         save_checkpoint(path, kind, net, config, {"training": record})
         checkpoints[kind] = path
