@@ -37,7 +37,9 @@ NETWORKS: dict[str, NetworkEntry] = {
     "detector": NetworkEntry(
         "perception_nodes.flying_objects.detector:network_spec", "detector_yolov8n/weights.pt", ((416, 416),)
     ),
-    "tracker_3dmotformer": NetworkEntry("perception_nodes.tracking.model:NETWORK_SPEC", "tracker_3dmotformer/tracker_3dmotformer.pt"),
+    "tracker_3dmotformer": NetworkEntry(
+        "perception_nodes.tracking.model:NETWORK_SPEC", "tracker_3dmotformer/tracker_3dmotformer.pt"
+    ),
     "riskmap": NetworkEntry("planning_nodes.riskmap.model:RISKMAP_SPEC", "riskmap/riskmap.pt"),
 }
 
