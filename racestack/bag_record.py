@@ -129,14 +129,9 @@ class Recorder:
         msgtype = types[0]
         if len(types) > 1:
             self.log(f"{topic} carries several types {types}: recording {msgtype} only")
-        offers = [qos_to_bag(p.qos_profile) for p in publishers if p.topic_type == msgtype]
-        type_hash = next((str(p.topic_type_hash) for p in publishers if p.topic_type == msgtype), "")
-        try:
-            self.writer.add_topic(topic, msgtype, offers, type_hash)
-        except Exception as exc:
-            self.log(f"{topic}: cannot record type {msgtype} ({exc})")
-            self._subscribed[topic] = _Subscribed(msgtype, None, False, False)
-            return
+        publishers = [p for p in publishers if p.topic_type == msgtype]
+        offers = [qos_to_bag(p.qos_profile) for p in publishers]
+        type_hash = next((str(p.topic_type_hash) for p in publishers), "")
         request = request_for_offers(offers)
         entry = _Subscribed(
             msgtype,
@@ -145,38 +140,40 @@ class Recorder:
             request.durability == QosDurability.TRANSIENT_LOCAL,
             {bytes(p.endpoint_gid) for p in publishers},
         )
-        entry.subscription = self._create_subscription(topic, msgtype, request)
         self._subscribed[topic] = entry
+        try:
+            msg_class = message_class(msgtype)
+            self.writer.add_topic(topic, msgtype, offers, type_hash)
+        except Exception as exc:
+            self.log(f"{topic}: cannot record type {msgtype} ({exc})")
+            return
+        entry.subscription = self._create_subscription(topic, msg_class, request)
 
-    def _create_subscription(self, topic: str, msgtype: str, request) -> Any:
+    def _create_subscription(self, topic: str, msg_class: type, request) -> Any:
         profile = qos_from_bag(request)
-        self.log(f"recording {topic} ({msgtype}, {describe(profile)})")
+        self.log(f"recording {topic} ({self._subscribed[topic].msgtype}, {describe(profile)})")
         return self.node.create_subscription(
-            message_class(msgtype),
-            topic,
-            lambda data, info: self._on_message(topic, data, info),
-            profile,
-            raw=True,
+            msg_class, topic, lambda data, info: self._on_message(topic, data, info), profile, raw=True
         )
 
     def _follow_publishers(self, topic: str, publishers: list) -> None:
         """A publisher that joined later: store its profile; relax our request if it cannot serve it."""
         entry = self._subscribed[topic]
+        publishers = [p for p in publishers if p.topic_type == entry.msgtype]
         fresh = [p for p in publishers if bytes(p.endpoint_gid) not in entry.publishers]
         if entry.subscription is None or not fresh:
             return
         for publisher in fresh:
             entry.publishers.add(bytes(publisher.endpoint_gid))
             self.writer.add_offered_qos(topic, qos_to_bag(publisher.qos_profile))
-        offers = [qos_to_bag(p.qos_profile) for p in publishers if p.topic_type == entry.msgtype]
-        request = request_for_offers(offers)
+        request = request_for_offers([qos_to_bag(p.qos_profile) for p in publishers])
         reliable = request.reliability == QosReliability.RELIABLE
         latched = request.durability == QosDurability.TRANSIENT_LOCAL
         if (entry.reliable and not reliable) or (entry.latched and not latched):
             self.log(f"{topic}: a new publisher offers less, subscribing again to match it")
             self.node.destroy_subscription(entry.subscription)
             entry.reliable, entry.latched = reliable, latched
-            entry.subscription = self._create_subscription(topic, entry.msgtype, request)
+            entry.subscription = self._create_subscription(topic, message_class(entry.msgtype), request)
 
     def _on_message(self, topic: str, data: bytes, info: dict) -> None:
         if self.use_sim_time:

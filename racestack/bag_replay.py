@@ -28,6 +28,7 @@ import rclpy
 from builtin_interfaces.msg import Time
 from rclpy.context import Context
 from rclpy.duration import Duration
+from rclpy.exceptions import NameValidationException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -140,8 +141,13 @@ class BagReplayer:
             if clock
             else None
         )
-        self.outputs = self._create_outputs(topics, remap or {})
-        self._start_ns = self._first_receive_ns() + int(start_offset_s * 1e9) if start_offset_s > 0 else 0
+        self.outputs: dict[str, _Output] | None = None
+        try:
+            self.outputs = self._create_outputs(topics, remap or {})
+            self._start_ns = self._first_receive_ns() + int(start_offset_s * 1e9) if start_offset_s > 0 else 0
+        except BaseException:
+            self.close()
+            raise
         self._cursor: Iterator[ReplayItem] | None = None
         self._peeked: ReplayItem | None = None
 
@@ -369,10 +375,16 @@ class BagReplayer:
         return acked
 
     def close(self) -> None:
+        """Releases the publishers (and the node and context when the replayer made them)."""
         if self.context is not None:
             self.node.destroy_node()
             rclpy.try_shutdown(context=self.context)
             self.context = None
+        elif self.outputs is not None:
+            for publisher in [o.publisher for o in self.outputs.values()] + [self.clock_publisher]:
+                if publisher is not None:
+                    self.node.destroy_publisher(publisher)
+        self.outputs = None
         if self._owns_bag:
             self.bag.close()
 
@@ -432,7 +444,7 @@ def run(args: argparse.Namespace) -> int:
             clock=not args.no_clock,
             timing=args.timing,
         )
-    except (BagError, ValueError) as exc:
+    except (BagError, ValueError, NameValidationException) as exc:
         print(f"racestack replay: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()

@@ -214,13 +214,6 @@ class Bag:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    @property
-    def start_ns(self) -> int:
-        """Receive time of the first readable message (metadata as a fallback)."""
-        for message in self.messages():
-            return message.time_ns
-        return int(((self.metadata or {}).get("starting_time") or {}).get("nanoseconds_since_epoch", 0))
-
     def messages(self, topics: Iterable[str] | None = None, start_ns: int = 0) -> Iterator[BagMessage]:
         """Stored messages in receive-time order (per storage file), optionally for some topics only."""
         wanted = None if topics is None else set(topics)
@@ -434,9 +427,6 @@ class BagWriter:
             topic, msgtype, msgdef=msgdef, rihs01=rihs01, offered_qos_profiles=list(offered_qos)
         )
         self.counts[topic] += 0
-
-    def has_topic(self, topic: str) -> bool:
-        return topic in self._connections
 
     def add_offered_qos(self, topic: str, qos: Qos) -> None:
         """A publisher that appeared after the topic was added: its profile goes into metadata.yaml."""

@@ -229,13 +229,6 @@ def cdr_problem(data: bytes | memoryview, msg_class: type) -> str | None:
     return None
 
 
-def check_cdr(data: bytes | memoryview, msg_class: type) -> None:
-    """Raises CdrError naming the first inconsistency."""
-    problem = cdr_problem(data, msg_class)
-    if problem is not None:
-        raise CdrError(problem)
-
-
 @cache
 def _has_header(msg_class: type) -> bool:
     slots = getattr(msg_class, "SLOT_TYPES", ())
