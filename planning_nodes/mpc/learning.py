@@ -6,7 +6,10 @@ learned risk map of that moment. The loss is the imitation error of the MPC's so
 and speed) against what the expert did. Gradients come from the KKT system of the QP at its
 solution (implicit differentiation, as OptNet; OSQP's polished active set), mapped through cvxpy's
 DPP parameter tensors to the parameters and by autograd to the weights; the weights are optimized
-in log space. The learned weights are written as named numbers (YAML) with the metrics.
+in log space with their geometric mean held fixed (the cost's overall scale against the fixed slack
+penalties is not learned: otherwise it grows until the soft constraints stop mattering) and each
+within x20 of its initial value. The learned weights are written as named numbers (YAML) with the
+metrics.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from racestack.objects import empty_objects
 from simulation.vehicles import VehicleParams
 
 SPEED_LOSS = 0.25  # (m/s)^2 counted like m^2 of position error
+MAX_LOG_CHANGE = 3.0  # a learned weight stays within e^±3 (x20) of its initial value
 ACTIVE_DUAL = 1e-6  # |dual| above which an inequality counts as active
 
 
@@ -309,6 +313,9 @@ def fit(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            with torch.no_grad():  # fixed overall scale (the slack penalties set it) and bounded ratios
+                log_w -= log_w.mean() - log_w0.mean()
+                log_w.copy_(torch.clamp(log_w, log_w0 - MAX_LOG_CHANGE, log_w0 + MAX_LOG_CHANGE))
             total, count = total + float(loss), count + 1
         weights = CostWeights.from_array(torch.exp(log_w).detach().numpy())
         print(f"epoch {epoch + 1}/{epochs}: imitation loss {total / max(count, 1):.3f}  {weights}", flush=True)
@@ -325,8 +332,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="datasets/planner", help="dataset folder (train/, heldout/)")
     parser.add_argument("--out", default="models/mpc_weights/weights.yaml", help="weights file to write")
     parser.add_argument("--risk-checkpoint", default="models/riskmap/riskmap.pt", help="'' to learn without risk maps")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument("--stride", type=int, default=15, help="use every n-th frame of a run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)

@@ -45,7 +45,7 @@ class PlannerConfig:
     use_risk_map: bool = True
     max_track_slack: float = 0.35
     max_opponent_slack: float = 0.6
-    grip_scale: float = 0.9
+    grip_scale: float = 0.85  # share of the tyres' lateral grip used, as the expert (ExpertSpec)
     bound_margin: float = 0.45
     lateral_margin: float = 0.9
     longitudinal_margin: float = 3.0

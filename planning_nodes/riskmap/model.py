@@ -39,21 +39,48 @@ MIN_SIGMA, MAX_SIGMA = 0.15, 8.0
 WINDOW = 48  # cells per side of the window an opponent's footprint is rendered in (node)
 
 
+class Attention(nn.Module):
+    """Multi-head attention with nn.MultiheadAttention's parameters, written out so it exports to ONNX
+    (the fused kernel PyTorch uses in eval mode has no ONNX symbolic)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, width = query.shape
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+        head = width // self.heads
+        q = nn.functional.linear(query, w_q, b_q).reshape(b, n, self.heads, head).transpose(1, 2)
+        k = nn.functional.linear(key, w_k, b_k).reshape(b, -1, self.heads, head).transpose(1, 2)
+        v = nn.functional.linear(key, w_v, b_v).reshape(b, -1, self.heads, head).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(head)
+        if padding is not None:
+            scores = scores.masked_fill(padding[:, None, None, :], -1e9)
+        out = torch.softmax(scores, dim=-1) @ v
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, width))
+
+
 class InteractionLayer(nn.Module):
     """Agents (ego included) attend to each other, then to the context tokens; pre-norm residuals."""
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
         self.norm_self, self.norm_cross, self.norm_ff = nn.LayerNorm(width), nn.LayerNorm(width), nn.LayerNorm(width)
-        self.self_attention = nn.MultiheadAttention(width, heads, batch_first=True)
-        self.cross_attention = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.self_attention = Attention(width, heads)
+        self.cross_attention = Attention(width, heads)
         self.feed_forward = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
 
     def forward(self, agents: torch.Tensor, padding: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         x = self.norm_self(agents)
-        agents = agents + self.self_attention(x, x, x, key_padding_mask=padding, need_weights=False)[0]
+        agents = agents + self.self_attention(x, x, padding)
         x = self.norm_cross(agents)
-        agents = agents + self.cross_attention(x, context, context, need_weights=False)[0]
+        agents = agents + self.cross_attention(x, context)
         return agents + self.feed_forward(self.norm_ff(agents))
 
 
