@@ -20,6 +20,7 @@ from simulation.track import Track
 from simulation.vehicles import Command, Traffic, VehicleParams, VehicleState
 
 PLAN_STEP = 3.0  # m between plan samples
+HARD_MARGIN = 0.4  # m between the body and a wall that the plan never gives up
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class ExpertDriver:
         half = params.width / 2.0 + self.spec.track_margin
         self._lower = -track.right_width + half
         self._upper = track.left_width - half
+        hard = params.width / 2.0 + HARD_MARGIN  # what even a car alongside cannot push us past
+        self._hard = (-track.right_width + hard, track.left_width - hard)
         self.passing: tuple[int, float] | None = None
         self.plan: Plan | None = None
         self._transition = (0.0, 0.0, 1.0)
@@ -81,25 +84,28 @@ class ExpertDriver:
             frenet = (float(s_arr[0]), float(d_arr[0]))
         s_now, d_now = frenet
         passing = self.passing
-        self._end_pass(s_now, traffic)
+        self._end_pass(s_now, d_now, ego.v, traffic)
         planned = self._planned_offset(s_now)
         if planned is None or abs(d_now - planned) > 1.5:
             self._start_transition(s_now, d_now, ego.v, traffic)
             planned = d_now
         elif passing != self.passing:
             self._start_transition(s_now, planned, ego.v, traffic)
-        plan, blocking = self._plan(s_now, ego.v, traffic)
-        if self.passing is None and blocking and self._start_pass(blocking, s_now, ego.v, traffic):
+        elif self.track.wrap_ds(s_now - self._transition[0]) > self._transition[2]:
+            self._transition = (s_now, 0.0, 1.0)  # done; cleared long before it could wrap round
+        plan, blocking = self._plan(s_now, d_now, ego.v, traffic)
+        if self.passing is None and blocking and self._start_pass(blocking, s_now, d_now, ego.v, traffic):
             self._start_transition(s_now, planned, ego.v, traffic)
-            plan, _ = self._plan(s_now, ego.v, traffic)
+            plan, _ = self._plan(s_now, d_now, ego.v, traffic)
         return plan
 
-    def _plan(self, s_now: float, v: float, traffic: list[Traffic]) -> tuple[Plan, list[Traffic]]:
+    def _plan(self, s_now: float, d_now: float, v: float, traffic: list[Traffic]) -> tuple[Plan, list[Traffic]]:
         """The plan for the current goal, and the cars it would run into (slowest first)."""
         horizon = max(80.0, v**2 / (2.0 * self.brake) + 60.0)
         ahead = np.arange(-2.0 * PLAN_STEP, horizon + PLAN_STEP, PLAN_STEP)
         s = s_now + ahead
-        d = self._plan_offsets(s, traffic)
+        d = self._keep_clear(ahead, self._plan_offsets(s, traffic), s_now, d_now, v, traffic)
+        d = np.clip(d, self.track.center.interpolate(self._hard[0], s), self.track.center.interpolate(self._hard[1], s))
         xy = self.track.frenet_to_xy(s, d)
         heading, curvature = _polyline_heading_curvature(xy)
         speed, blocking = self._speed(np.maximum(ahead, 0.0), curvature, v, d, traffic, s_now)
@@ -139,7 +145,7 @@ class ExpertDriver:
     def _start_transition(self, s: float, d: float, v: float, traffic: list[Traffic]) -> None:
         """Blend from offset ``d`` at ``s`` into the goal over a speed-dependent distance."""
         goal = float(self._goal(np.array([s]), traffic)[0])
-        self._transition = (s, d - goal, max(35.0, 1.3 * v))
+        self._transition = (s, d - goal, _blend_length(v, d - goal))
 
     def _plan_offsets(self, s: np.ndarray, traffic: list[Traffic]) -> np.ndarray:
         """The goal plus what is left of the current transition (a cosine fade), within the margins."""
@@ -148,6 +154,28 @@ class ExpertDriver:
         d = self._goal(s, traffic) + delta * (0.5 + 0.5 * np.cos(np.pi * ramp))
         lower, upper = self._bounds(s)
         return np.clip(d, lower, upper)
+
+    def _keep_clear(
+        self, ahead: np.ndarray, d: np.ndarray, s_now: float, d_now: float, v: float, traffic: list[Traffic]
+    ) -> np.ndarray:
+        """Never move toward a car beside us: until past it, the plan keeps a car width and 0.8 m from
+        both its line now and its predicted line (or stays where it is if already closer), then
+        relaxes smoothly.
+        Cars in line ahead are left to the speed planning."""
+        p = self.params
+        for other in traffic:
+            along = float(self.track.wrap_ds(other.s - s_now))
+            if abs(along) > p.length + 10.0 or abs(other.d - d_now) < 0.6 * p.width:
+                continue
+            past = max(along, 0.0) + p.length + 10.0
+            relax = 0.5 - 0.5 * np.cos(np.pi * np.clip((ahead - past) / _blend_length(v, 3.0), 0.0, 1.0))
+            clearance = p.width + 0.8 - 10.0 * relax
+            predicted = self._predicted_offset(other, s_now + ahead)
+            if other.d > d_now:  # on our left: keep right of both where it is and where it may go
+                d = np.minimum(d, np.maximum(np.minimum(predicted, other.d) - clearance, d_now))
+            else:
+                d = np.maximum(d, np.minimum(np.maximum(predicted, other.d) + clearance, d_now))
+        return d
 
     def _steer(self, ego: VehicleState, plan: Plan) -> tuple[float, float]:
         """Steering from the plan's curvature plus feedback on the rear axle's lateral and heading
@@ -167,7 +195,7 @@ class ExpertDriver:
         path_heading = plan.heading[i] + t * _wrap(plan.heading[i + 1] - plan.heading[i])
         heading_error = _wrap(ego.yaw - path_heading)
         preview = min(i + 1 + int(ego.v * 0.1 / PLAN_STEP), len(plan.curvature) - 1)
-        length = max(8.0, 0.5 * ego.v)
+        length = max(12.0, 0.5 * ego.v)
         curvature = plan.curvature[preview] - lateral / length**2 - 2.0 * heading_error / length
         return math.atan(p.wheelbase * curvature), float(plan.ahead[i] + t * PLAN_STEP)
 
@@ -214,8 +242,13 @@ class ExpertDriver:
 
     # -- overtaking --------------------------------------------------------------------------
 
-    def _end_pass(self, s_now: float, traffic: list[Traffic]) -> None:
-        """A pass ends once clear ahead of the passed car, or when its side closes before we are alongside."""
+    def _near(self, v: float) -> float:
+        """Centre-to-centre distance below which a car ahead is too close to cut across its line."""
+        return self.params.length + max(20.0, 0.6 * v)
+
+    def _end_pass(self, s_now: float, d_now: float, v: float, traffic: list[Traffic]) -> None:
+        """A pass ends once clear ahead of the passed car. When its side closes it is abandoned only
+        while well behind that car; closer, the car keeps its side and follows (never cuts across)."""
         if self.passing is None:
             return
         lead = _by_id(traffic, self.passing[0])
@@ -223,13 +256,16 @@ class ExpertDriver:
             self.passing = None
             return
         behind = float(self.track.wrap_ds(lead.s - s_now))
-        if behind < -self.params.length - 10.0:
+        passed = behind < -self.params.length - 10.0
+        closed = behind > self._near(v) and not self._side_free(lead, self.passing[1], s_now, traffic)
+        if passed or closed:
             self.passing = None
-        elif behind > self.params.length + 2.0 and not self._side_free(lead, self.passing[1], s_now, traffic):
-            self.passing = None  # abort only while still behind it; alongside, carry on
 
-    def _start_pass(self, blocking: list[Traffic], s_now: float, v: float, traffic: list[Traffic]) -> bool:
-        """Pass the nearest slower car in the way on a side that stays free; False when none does."""
+    def _start_pass(
+        self, blocking: list[Traffic], s_now: float, d_now: float, v: float, traffic: list[Traffic]
+    ) -> bool:
+        """Pass the nearest slower car in the way on a side that stays free; close behind it, only on
+        the side the car is already on. False when no side will do."""
         p = self.params
         gaps = [(float(self.track.wrap_ds(o.s - s_now)) - p.length, o) for o in blocking]
         ahead = [o for gap, o in gaps if 0.0 < gap < self.spec.overtake_gap]
@@ -238,7 +274,10 @@ class ExpertDriver:
         lead = min(ahead, key=lambda o: float(self.track.wrap_ds(o.s - s_now)))
         offset = p.width + self.spec.side_clearance
         racing_there = float(self.track.racing_offset_at(lead.s))
-        for side in sorted((offset, -offset), key=lambda side: abs(lead.d + side - racing_there)):
+        sides = sorted((offset, -offset), key=lambda side: abs(lead.d + side - racing_there))
+        if float(self.track.wrap_ds(lead.s - s_now)) < self._near(v):
+            sides = [side for side in sides if (side > 0) == (d_now > lead.d)]
+        for side in sides:
             if self._side_free(lead, side, s_now, traffic):
                 self.passing = (lead.instance_id, side)
                 return True
@@ -261,6 +300,11 @@ class ExpertDriver:
             if -p.length - 5.0 < along < 80.0 and abs(other.d - lane_now) < p.width + 0.8:
                 return False
         return True
+
+
+def _blend_length(v: float, shift: float) -> float:
+    """Distance over which a lateral shift is blended in: gentle at speed and for wide shifts."""
+    return max(35.0, 1.3 * v, 12.0 * abs(shift))
 
 
 def _by_id(traffic: list[Traffic], instance_id: int) -> Traffic | None:

@@ -63,7 +63,7 @@ PARAMS = (
     Param(
         "startup_timeout",
         120.0,
-        "lockstep: wall seconds the first frame waits for the stack's first command (it is re-sent every second).",
+        "lockstep: wall seconds frame 0 waits for the stack to subscribe, then for its first answer.",
         min=0.0,
         max=3600.0,
     ),
@@ -218,11 +218,16 @@ class SimulatorNode(RacestackNode):
     def _run_frame(self) -> None:
         sim = self.sim
         stamp_ns = EPOCH_NS + sim.frame * self.period_ns
+        lockstep = self.p.clock_mode == "lockstep"
+        if lockstep and sim.frame == 0:
+            self._wait_for_stack()
         with self.frame():
             messages, triggered = self._frame_messages(stamp_ns)
         self._publish(messages)
-        if self.p.clock_mode == "lockstep" and (triggered or self.p.lockstep_trigger == "frame"):
-            self._lockstep_wait(stamp_ns, messages)
+        if lockstep and (triggered or self.p.lockstep_trigger == "frame"):
+            first = self._latest is None
+            if not self._wait_for_command(stamp_ns, self.p.startup_timeout if first else self.p.lockstep_timeout):
+                self.count("lockstep_timeouts")
         command = self._command_for(stamp_ns)
         started = time.perf_counter()
         sim.step_frame(command)
@@ -232,20 +237,18 @@ class SimulatorNode(RacestackNode):
         elif self.p.clock_mode == "realtime":
             self._pace()
 
-    def _lockstep_wait(self, stamp_ns: int, messages: list) -> None:
-        """Hold the frame until its command arrives; the very first frame waits for the stack to start
-        (re-sending the same messages every second, for subscribers that joined late)."""
-        if self.sim.frame == 0 and self._latest is None and self.p.startup_timeout > 0:
-            deadline = time.monotonic() + self.p.startup_timeout
-            while self._running and time.monotonic() < deadline:
-                if self._wait_for_command(stamp_ns, min(1.0, max(deadline - time.monotonic(), 0.0))):
-                    return
-                self._publish(messages)
-                self.count("frames_resent")
-            self.count("lockstep_timeouts")
-            return
-        if not self._wait_for_command(stamp_ns, self.p.lockstep_timeout):
-            self.count("lockstep_timeouts")
+    def _wait_for_stack(self) -> None:
+        """Lockstep start: hold frame 0 until the stack listens to the LiDAR and publishes commands
+        (up to ``startup_timeout``), so the first frame is not lost; its answer may then take as
+        long as the stack's first inference (``startup_timeout`` too)."""
+        deadline = time.monotonic() + self.p.startup_timeout
+        while self._running and time.monotonic() < deadline:
+            listening = self.lidar_pub.get_subscription_count() > 0 or not self.p.publish_lidar
+            if listening and self.count_publishers(self.p.command_topic) > 0:
+                time.sleep(0.5)  # let the other subscribers of the stack match too
+                return
+            time.sleep(0.1)
+        self.get_logger().warning("lockstep: no stack answering on the command topic yet; starting anyway")
 
     def _pace(self) -> None:
         due = self._wall_start + self.sim.time / self.p.realtime_factor
@@ -338,7 +341,7 @@ class SimulatorNode(RacestackNode):
         for key, value in self.step_ms.summary().items():
             if key != "n":
                 values[f"step_ms_{key}"] = f"{value:.3f}"
-        for key in ("lockstep_timeouts", "command_fallbacks", "late_frames", "frames_resent"):
+        for key in ("lockstep_timeouts", "command_fallbacks", "late_frames"):
             values.setdefault(key, str(self.monitor.counters.get(key, 0)))
         return values
 

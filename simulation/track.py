@@ -81,14 +81,6 @@ class ClosedPath:
         heading = self.heading_at(s)
         return np.stack([-np.sin(heading), np.cos(heading)], axis=-1)
 
-    def sample(self, s: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(point, heading, curvature) at ``s`` with one lookup (the hot path of moving cars)."""
-        i, j, t = self.locate(s)
-        tt = np.asarray(t)[..., None]
-        point = self.xy[i] * (1.0 - tt) + self.xy[j] * tt
-        heading = _wrap(self.heading[i] + t * _wrap(self.heading[j] - self.heading[i]))
-        return point, heading, self.curvature[i] * (1.0 - t) + self.curvature[j] * t
-
     def point(self, s: float) -> tuple[float, float, float, float]:
         """(x, y, heading, curvature) at one arc length as plain floats: the per-step path of moving cars."""
         s_list, seg_len, xs, ys = self._lists
@@ -245,13 +237,6 @@ class Track:
 
     def frenet_to_xy(self, s: np.ndarray | float, d: np.ndarray | float) -> np.ndarray:
         return self.center.point_at(s) + self.center.normal_at(s) * np.asarray(d, dtype=np.float64)[..., None]
-
-    def frenet_sample(self, s: float | np.ndarray, d: float | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(map point, centre-line heading, centre-line curvature) at (s, d) with one lookup."""
-        point, heading, curvature = self.center.sample(s)
-        d = np.asarray(d, dtype=np.float64)[..., None]
-        normal = np.stack([-np.sin(heading), np.cos(heading)], axis=-1)
-        return point + normal * d, heading, curvature
 
     def lane_curvature_at(self, s: np.ndarray | float, d: np.ndarray | float) -> np.ndarray:
         """Curvature of the curve at constant offset ``d`` from the centre line."""

@@ -71,10 +71,6 @@ class VehicleState:
     yaw_rate: float = 0.0
     lateral_accel: float = 0.0
 
-    @property
-    def xy(self) -> np.ndarray:
-        return np.array([self.x, self.y])
-
 
 def step_ego(state: VehicleState, command: Command, params: VehicleParams, dt: float) -> VehicleState:
     """One physics step of the kinematic bicycle (rear-axle reference), every limit enforced.
@@ -349,16 +345,18 @@ def step_opponent(
     decel = spec.max_brake
     if time <= opponent.brake_until:
         target_v, decel = min(target_v, opponent.brake_speed), opponent.brake_decel
-    leader = _leader(opponent, track, others)
+    goal = _hold_line(opponent, track, opponent.target_d(track, time, others), others)
+    leader = _leader(opponent, track, others, goal)
     if leader is not None:
         gap, leader_v = leader
         desired = spec.min_gap + spec.time_gap * opponent.v
-        target_v = min(target_v, max(leader_v + 0.5 * (gap - desired), 0.0))
+        safe = math.sqrt(leader_v**2 + 1.6 * spec.max_brake * max(gap - 2.0, 0.0))
+        target_v = min(target_v, max(leader_v + 0.5 * (gap - desired), 0.0), safe)
+        decel = spec.max_brake
     accel = min(max(2.0 * (target_v - opponent.v), -decel), spec.max_accel)
     v_new = max(opponent.v + accel * dt, 0.0)
     v_mid = 0.5 * (opponent.v + v_new)
     d_old = opponent.d
-    goal = _hold_line(opponent, track, opponent.target_d(track, time, others), others)
     opponent.d = d_old + _clip(goal - d_old, (0.08 * v_mid + 1.0) * dt)
     s_new = opponent.s + v_mid * dt / max(1.0 - opponent.curvature * opponent.d, 0.05)
     if s_new >= track.length:
@@ -369,13 +367,17 @@ def step_opponent(
 
 
 def _hold_line(opponent: Opponent, track: Track, goal: float, others: list[Traffic]) -> float:
-    """The lateral goal, limited so as not to squeeze a car that is alongside (racing etiquette)."""
+    """The lateral goal, limited so as not to squeeze a car alongside or about to be (racing etiquette).
+
+    Cars in line ahead or behind (laterally within 0.6 car widths) are left to the following logic.
+    """
     p = opponent.params
     clearance = p.width + 0.8
     half = track.length / 2.0
     for other in others:
         along = (other.s - opponent.s + half) % track.length - half
-        if abs(along) > p.length + 2.0:
+        window = p.length + 10.0 + 1.5 * abs(other.v - opponent.v)
+        if abs(along) > window or abs(other.d - opponent.d) < 0.6 * p.width:
             continue
         if other.d > opponent.d and goal > other.d - clearance:
             goal = min(goal, max(other.d - clearance, opponent.d))
@@ -384,13 +386,15 @@ def _hold_line(opponent: Opponent, track: Track, goal: float, others: list[Traff
     return goal
 
 
-def _leader(opponent: Opponent, track: Track, others: list[Traffic]) -> tuple[float, float] | None:
-    """(box-to-box gap, speed) of the nearest car ahead whose lateral band overlaps ours."""
+def _leader(
+    opponent: Opponent, track: Track, others: list[Traffic], goal: float
+) -> tuple[float, float] | None:
+    """(box-to-box gap, speed) of the nearest car ahead in our lateral band, now or where we are going."""
     best = None
     band = opponent.params.width + 0.6
     for other in others:
         ahead = (other.s - opponent.s + track.length / 2.0) % track.length - track.length / 2.0
-        if ahead <= 0 or abs(other.d - opponent.d) > band:
+        if ahead <= 0 or min(abs(other.d - opponent.d), abs(other.d - goal)) > band:
             continue
         gap = ahead - opponent.params.length
         if best is None or gap < best[0]:
@@ -409,7 +413,11 @@ def _manage_overtake(opponent: Opponent, track: Track, time: float, others: list
     params = opponent.params
     if opponent.passing is not None:
         lead = next((o for o in others if o.instance_id == opponent.passing[0]), None)
-        if lead is None or float(track.wrap_ds(opponent.s - lead.s)) > params.length + 12.0:
+        behind = float(track.wrap_ds(lead.s - opponent.s)) if lead is not None else 0.0
+        squeezed = lead is not None and behind > params.length + 2.0 and abs(
+            _passing_offset(track, lead, opponent.passing[1], params) - lead.d
+        ) < params.width + 1.0
+        if lead is None or behind < -params.length - 12.0 or squeezed:
             opponent.passing = None
             opponent.change_lane(opponent.spec.lane, time, 3.0)
         return
@@ -421,6 +429,8 @@ def _manage_overtake(opponent: Opponent, track: Track, time: float, others: list
     left, right = track.widths_at(lead.s)
     room = params.width / 2.0 + 0.8
     sides = sorted((1, -1), key=lambda side: -(float(left) - lead.d if side > 0 else lead.d + float(right)))
+    if float(track.wrap_ds(lead.s - opponent.s)) < params.length + 30.0:
+        sides = [side for side in sides if (side > 0) == (opponent.d > lead.d)]  # never cut across it
     for side in sides:
         lane = lead.d + side * (params.width + 1.5)
         if not -float(right) + room <= lane <= float(left) - room:
