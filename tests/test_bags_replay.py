@@ -39,7 +39,11 @@ OUSTER_TOPIC = "/os1_cloud_node/points"
 
 
 def run_racestack(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess:
-    return subprocess.run([*RACESTACK, *args], capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run([*RACESTACK, *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        output = (exc.stdout or b"").decode(errors="replace") + (exc.stderr or b"").decode(errors="replace")
+        pytest.fail(f"racestack {' '.join(args)} still running after {timeout} s:\n{output}")
 
 
 def start_racestack(*args: str) -> subprocess.Popen:
