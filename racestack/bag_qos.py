@@ -1,4 +1,4 @@
-"""QoS profiles between rclpy and rosbag2 metadata: what the recorder stores, what replay offers.
+"""DDS settings of record and replay: QoS profiles rclpy <-> rosbag2 metadata, and the transports.
 
 The policy decisions (request what every publisher can serve, offer what the recorded publishers
 offered) live in ``racestack.bags`` without rclpy; this module only converts both ways.
@@ -6,11 +6,14 @@ offered) live in ``racestack.bags`` without rclpy; this module only converts bot
 
 from __future__ import annotations
 
+import os
+
 from rclpy.duration import Duration
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 
 from racestack.bags import INFINITE
+from racestack.graph import DEFAULT_ENVIRONMENT
 
 _INFINITE_NS = 2**63 - 1
 
@@ -59,3 +62,9 @@ def qos_from_bag(qos: Qos) -> QoSProfile:
 def describe(qos: QoSProfile) -> str:
     """'reliable/transient_local/depth 1' for logs."""
     return f"{qos.reliability.name.lower()}/{qos.durability.name.lower()}/depth {qos.depth}"
+
+
+def same_transports_as_the_stack() -> None:
+    """The launcher's Fast DDS builtin transports unless set: participants that differ do not discover
+    each other (a LARGE_DATA node and a default recorder see no topics at all)."""
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", DEFAULT_ENVIRONMENT["FASTDDS_BUILTIN_TRANSPORTS"])

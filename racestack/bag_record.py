@@ -32,7 +32,7 @@ from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 from rosbags.interfaces import QosDurability, QosReliability
 
-from racestack.bag_qos import describe, qos_from_bag, qos_to_bag
+from racestack.bag_qos import describe, qos_from_bag, qos_to_bag, same_transports_as_the_stack
 from racestack.bags import STORAGES, BagError, BagWriter, request_for_offers
 from racestack.cdr import message_class
 
@@ -301,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.topics and not args.all:
         print("racestack record: name topics or use --all", file=sys.stderr)
         return 2
+    same_transports_as_the_stack()
     output = args.output or datetime.now().strftime("rosbag2_%Y_%m_%d-%H_%M_%S")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

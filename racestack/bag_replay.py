@@ -35,7 +35,7 @@ from rclpy.signals import SignalHandlerOptions
 from rosbags.interfaces import QosDurability
 from rosgraph_msgs.msg import Clock
 
-from racestack.bag_qos import describe, qos_from_bag
+from racestack.bag_qos import describe, qos_from_bag, same_transports_as_the_stack
 from racestack.bags import TIMINGS, Bag, BagError, BagMessage, BagProblem, Timeline, offer_for_recorded
 from racestack.cdr import cdr_problem, header_stamp_ns, message_class
 
@@ -434,6 +434,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    same_transports_as_the_stack()
     try:
         remap = parse_remaps(args.remap)
         replayer = BagReplayer(
