@@ -192,3 +192,19 @@ def test_tiles_keep_objects_at_the_inference_scale():
     for c, box in zip(classes, boxes, strict=True):
         full = [(w, h) for w, h in seen[c] if abs(w - (box[2] - box[0]) * scale) < 1e-3]
         assert full and abs(full[0][1] - (box[3] - box[1]) * scale) < 1e-3
+
+
+def test_mean_ap_counts_found_objects_and_ignores_tiny_ones():
+    from perception_nodes.flying_objects.metrics import ImageResult, mean_ap
+
+    truth = np.array([[10, 10, 40, 40], [100, 100, 130, 120], [200, 200, 204, 203]], dtype=np.float64)
+    classes = np.array([1, 1, 2])
+    perfect = ImageResult(truth, np.array([0.9, 0.8, 0.7]), classes, truth, classes)
+    assert mean_ap([perfect], [1, 2])["map50"] == pytest.approx(0.995)  # ultralytics' curve end: at most 0.995
+    half = ImageResult(truth[:1], np.array([0.9]), classes[:1], truth, classes)
+    figures = mean_ap([half], [1, 2])
+    assert figures["ap50_per_class"] == {1: pytest.approx(0.5, abs=0.01), 2: 0.0}
+    sized = mean_ap([half], [1, 2], min_size=10.0)
+    assert sized["ap50_per_class"] == {1: pytest.approx(0.5, abs=0.01)} and sized["objects"] == 2
+    on_tiny = ImageResult(truth[[0, 2]], np.array([0.9, 0.95]), np.array([1, 2]), truth[:2], classes[:2])
+    assert mean_ap([on_tiny], [1], min_size=10.0)["map50"] == mean_ap([half], [1])["map50"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
 
 from perception_nodes.flying_objects.detector import DetectorConfig, FlyingObjectDetector
 from perception_nodes.flying_objects.lifting import SIZE_PRIORS, CameraModel, LiftingConfig, lift_boxes
@@ -168,7 +169,8 @@ class FlyingObjectDetectorNode(RacestackNode):
             self.boxes_pub.publish(boxes2d_to_cloud(boxes, header=msg.header))
             self.publish_objects(msg, boxes)
             if self.p.debug_image and self.debug_pub.get_subscription_count():
-                self.debug_pub.publish(array_to_image(draw_boxes(pixels, boxes), msg.encoding, header=msg.header))
+                annotated = draw_boxes(pixels, boxes, bgr=msg.encoding == "bgr8")
+                self.debug_pub.publish(array_to_image(annotated, msg.encoding, header=msg.header))
 
     def publish_objects(self, msg: Image, boxes: np.ndarray) -> None:
         camera = self.camera
@@ -180,7 +182,7 @@ class FlyingObjectDetectorNode(RacestackNode):
         table, from_lidar = lift_boxes(boxes, camera, self.camera_to_base, self.lifting, points)
         self.count("lifted_lidar", int(from_lidar.sum()))
         self.count("lifted_prior", int((~from_lidar).sum()))
-        header = type(msg.header)(stamp=msg.header.stamp, frame_id="base_link")
+        header = Header(stamp=msg.header.stamp, frame_id="base_link")
         self.objects_pub.publish(objects_to_cloud(table, header=header))
 
     def points_for(self, image: Image) -> np.ndarray | None:
@@ -215,11 +217,12 @@ class FlyingObjectDetectorNode(RacestackNode):
         return values
 
 
-def draw_boxes(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def draw_boxes(image: np.ndarray, boxes: np.ndarray, bgr: bool = False) -> np.ndarray:
     """A copy of the image with each box and its class and score drawn on it."""
     canvas = np.ascontiguousarray(image).copy()
     for row in boxes:
         color = BOX_COLORS.get(int(row["class_id"]), (255, 255, 255))
+        color = color[::-1] if bgr else color
         top_left = (int(row["u_min"]), int(row["v_min"]))
         cv2.rectangle(canvas, top_left, (int(row["u_max"]), int(row["v_max"])), color, 2)
         label = f"{OBJECT_CLASSES[int(row['class_id'])]} {row['score']:.2f}"
