@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # command -> (module, one-line help); a dict value groups subcommands (train ppn, export detector...).
@@ -40,6 +41,9 @@ def _help_of(entry) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Processes on Fast DDS' default transports do not discover LARGE_DATA ones: every racestack
+    # command talks to nodes the launcher started with LARGE_DATA, so it must use it too.
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     top = argparse.ArgumentParser(prog="racestack", description="racestack: perception and planning for racing")
     commands = top.add_subparsers(dest="command", metavar="COMMAND")
     for name, entry in COMMANDS.items():
