@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from rosgraph_msgs.msg import Clock
@@ -177,8 +178,8 @@ def run_on_bag(
     try:
         session.start()
         recorder.start()
-        subscribed = lambda: replayer.wait_for_subscribers(0.0, topics=inputs)  # noqa: E731
-        _wait_ready(session, subscribed, "inputs not subscribed", STARTUP_TIMEOUT_S)
+        _wait_ready(session, partial(replayer.wait_for_subscribers, 0.0, inputs), "inputs not subscribed",
+                    STARTUP_TIMEOUT_S)
         _wait_ready(session, lambda: recorder.wait_for_topics([answer], 0.0), f"{answer} not advertised", 60.0)
         time.sleep(1.0)
         _replay(replayer, session, answers, result, mode, rate, timeout_s, frames if progress else 0)
