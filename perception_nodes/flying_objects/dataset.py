@@ -62,11 +62,26 @@ def yolo_labels(flying: np.ndarray, width: int, height: int) -> tuple[list[str],
     return lines, classes
 
 
-def render_samples(scenario: str, seed: int | None, frames: int, every: int, start: int = 10) -> Iterator[Sample]:
-    """``frames`` camera frames of one run (seed None: the scenario's own), ``every`` frames apart."""
+def scenario_source(scenario: str, flying_count: int = 0) -> str | dict:
+    """The scenario name, or its parsed file with ``flying_objects.count`` replaced (0: as shipped)."""
+    if flying_count <= 0:
+        return scenario
+    from simulation.scenario import scenario_path
+
+    data = yaml.safe_load(scenario_path(scenario).read_text())
+    data["flying_objects"] = {**(data.get("flying_objects") or {}), "count": flying_count}
+    data.setdefault("name", Path(scenario).name)
+    return data
+
+
+def render_samples(
+    scenario: str, seed: int | None, frames: int, every: int, flying_count: int = 0, start: int = 10
+) -> Iterator[Sample]:
+    """``frames`` camera frames of one run (seed None: the scenario's own), ``every`` frames apart,
+    the first after ``start`` frames; ``flying_count`` > 0 replaces the scenario's object count."""
     from simulation.simulation import Simulation
 
-    sim = Simulation.from_scenario(scenario, seed=seed)
+    sim = Simulation.from_scenario(scenario_source(scenario, flying_count), seed=seed)
     for _ in range(start):
         sim.step_frame()
     for _ in range(frames):
@@ -92,6 +107,7 @@ def write_split(
     empty_keep: float,
     quality: int,
     flying_count: int = 0,
+    start: int = 10,
 ) -> dict:
     """Export the runs' frames into ``root/images/split`` and ``root/labels/split``; counts per class."""
     images, labels = root / "images" / split, root / "labels" / split
@@ -101,7 +117,7 @@ def write_split(
     written = 0
     for scenario, seed in runs:
         keep_empty = np.random.default_rng(seed or 0)
-        for index, sample in enumerate(render_samples(scenario, seed, frames, every, flying_count)):
+        for index, sample in enumerate(render_samples(scenario, seed, frames, every, flying_count, start)):
             if not sample.labels and keep_empty.random() >= empty_keep:
                 continue
             stem = f"{Path(scenario).name}_s{'default' if seed is None else seed}_{index:05d}"
@@ -123,6 +139,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-frames", type=int, default=30, help="exported frames per validation run")
     parser.add_argument("--test-frames", type=int, default=100, help="exported frames per held-out scenario")
     parser.add_argument("--every", type=int, default=12, help="simulator frames between exported frames")
+    parser.add_argument("--start", type=int, default=10, help="simulator frames before the first exported one")
     parser.add_argument("--empty-keep", type=float, default=0.1, help="share of frames without objects kept")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
     parser.add_argument("--tiles-from", type=Path, default=None, help="tile this frame export instead of rendering")
@@ -163,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     if leaked:
         raise SystemExit(f"held-out scenario(s) {', '.join(sorted(set(leaked)))} cannot be used for training")
     out = args.out
-    common = {"every": args.every, "empty_keep": args.empty_keep, "quality": args.quality}
+    common = {"every": args.every, "empty_keep": args.empty_keep, "quality": args.quality, "start": args.start}
     dense = {**common, "flying_count": args.flying_count}
     splits = {
         "train": write_split(
