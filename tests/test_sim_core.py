@@ -300,3 +300,31 @@ def test_dataset_registry_routes_to_exporters(monkeypatch):
     monkeypatch.setitem(datasets.EXPORTERS, "future", ("perception_nodes.not_written_yet", "a future kind"))
     with pytest.raises(SystemExit, match=r"exporter 'perception_nodes\.not_written_yet' is not available"):
         datasets.exporter("future")
+
+
+def _random_traffic(seed: int) -> dict:
+    """A scenario with random traffic: lanes, speeds, overtakers, braking and lane changes."""
+    rng = np.random.default_rng(seed)
+    opponents = []
+    for _ in range(5):
+        car = {"gap": float(rng.uniform(30, 600)), "speed": float(rng.uniform(25, 60)),
+               "speed_scale": float(rng.uniform(0.6, 0.95)),
+               "lane": "racing" if rng.random() < 0.5 else float(rng.uniform(-3, 3)),
+               "overtake": bool(rng.random() < 0.4)}
+        if rng.random() < 0.4:
+            car["brakes"] = [{"at": float(rng.uniform(3, 20)), "speed": float(rng.uniform(10, 30))}]
+        if rng.random() < 0.4:
+            car["lane_changes"] = [{"at": float(rng.uniform(3, 20)), "lane": float(rng.uniform(-3, 3))}]
+        opponents.append(car)
+    track = {"type": "circuit", "seed": 900 + seed}
+    return {"seed": seed, "track": track, "ego": {"speed": 30}, "opponents": opponents, "duration": 30,
+            "flying_objects": {"count": 0}}
+
+
+@pytest.mark.parametrize("seed", [3, 16])
+def test_expert_is_safe_in_random_traffic(seed):
+    sim = Simulation.from_scenario(_random_traffic(seed))
+    while not sim.done:
+        sim.step_frame()
+    assert sim.events.collisions == 0 and sim.events.track_limit_violations == 0
+    assert sim.events.distance > 600.0, "it made progress through the traffic"
