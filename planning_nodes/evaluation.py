@@ -1,6 +1,7 @@
 """``racestack closed-loop``: the planners driving the simulator, scored against the expert.
 
-Headless (``Simulation``, no ROS) for speed, with the inputs the nodes get through the same
+Headless (``Simulation``, no ROS) for speed, and without solver time limits (like the lockstep
+clock: the figures do not depend on the machine's load), with the inputs the nodes get through the same
 contract: odometry, ground-truth tracks as the object list (allowed until perception runs; the
 table is the same), and the risk map predicted from them with ground-truth BEV context. Per
 scenario and planner: collisions, track-limit violations, lap time (or its distance-normalized
@@ -58,7 +59,9 @@ class Driver:
         if kind == "pure_pursuit":
             self.planner = PurePursuit(sim.track, sim.ego_params)
         else:
-            config = PlannerConfig(use_risk_map=kind == "risk_mpc", weights=load_weights(weights_file))
+            config = PlannerConfig(
+                use_risk_map=kind == "risk_mpc", weights=load_weights(weights_file), time_limit_s=0.0
+            )
             self.planner = MpcPlanner(sim.track, sim.ego_params, config)
             if kind == "risk_mpc":
                 self.risk = _risk_predictor(risk_checkpoint, sim.track)

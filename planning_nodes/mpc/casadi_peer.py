@@ -79,6 +79,7 @@ class CasadiPeer:
             "opp_ny": opti.parameter(m, n),
             "opp_b": opti.parameter(m, n),
             "accel_max": opti.parameter(n),
+            "speed_max": opti.parameter(n),
             "w": opti.parameter(len(CostWeights.names())),
         }
         w = dict(zip(CostWeights.names(), ca.vertsplit(p["w"]), strict=True))
@@ -95,7 +96,7 @@ class CasadiPeer:
                 -steer <= vehicle.max_steer,
                 os >= 0,
                 speed >= 0,
-                speed <= vehicle.max_speed,
+                speed <= p["speed_max"],
                 vehicle.max_steer_rate >= u[0, :].T,
                 vehicle.max_steer_rate >= -u[0, :].T,
                 -vehicle.max_brake <= u[1, :].T,
@@ -177,6 +178,7 @@ class CasadiPeer:
             "opp_ny": stage.opp_normal[:, :, 1],
             "opp_b": stage.opp_offset,
             "accel_max": stage.accel_max,
+            "speed_max": stage.speed_max,
             "w": weights.as_array(),
         }
         for name, value in values.items():

@@ -82,7 +82,8 @@ class Stage:
     line is ``n·p - offset``. risk_grad (N, 2), risk_curv (N, 2) >= 0, risk_point (N, 2): the
     convex local model of the risk map around the previous solution. opp_normal (M, N, 2),
     opp_offset (M, N): ``n·p >= offset`` keeps clear of opponent j at step k (soft; zero normals
-    and an offset of -1 disable a slot). accel_max (N,): per-step acceleration bound.
+    and an offset of -1 disable a slot). accel_max (N,): per-step acceleration bound. speed_max (N,):
+    the grip limit as a speed bound (hard; always reachable by braking from the current speed).
     """
 
     z0: np.ndarray
@@ -101,6 +102,7 @@ class Stage:
     opp_normal: np.ndarray
     opp_offset: np.ndarray
     accel_max: np.ndarray
+    speed_max: np.ndarray
 
 
 @dataclass
@@ -190,6 +192,7 @@ def stage_values(stage: Stage) -> dict[str, np.ndarray]:
         "opp_ny": stage.opp_normal[:, :, 1],
         "opp_b": stage.opp_offset,
         "accel_max": stage.accel_max,
+        "speed_max": stage.speed_max,
     }
 
 
@@ -222,6 +225,7 @@ class MpcProblem:
             "opp_ny": P((m, n), name="opp_ny"),
             "opp_b": P((m, n), name="opp_b"),
             "accel_max": P(n, name="accel_max"),
+            "speed_max": P(n, nonneg=True, name="speed_max"),
             "line_nx": P(n, name="line_nx"),
             "line_ny": P(n, name="line_ny"),
             "line_b": P(n, name="line_b"),
@@ -269,7 +273,7 @@ class MpcProblem:
             nxt[3] == now[3] + self.dt * u[1],
             nxt[4] == now[4] + self.dt * u[0],
             nxt[V] >= 0.0,
-            nxt[V] <= lim.max_speed,
+            nxt[V] <= p["speed_max"],
             cp.abs(nxt[STEER]) <= lim.max_steer,
             cp.abs(u[0]) <= lim.max_steer_rate,
             u[1] >= -lim.max_brake,
