@@ -20,7 +20,7 @@ import torch
 
 from perception_nodes.object_extraction import extract_objects
 from perception_nodes.ppn.config import PpnConfig, preset
-from perception_nodes.ppn.dataset import Frame, scenario_frames
+from perception_nodes.ppn.dataset import BARRIER, Frame, scenario_frames
 from perception_nodes.ppn.models import KINDS, default_checkpoint, read_checkpoint
 from perception_nodes.ppn.pipeline import PpnPipeline, labels_from_logits
 
@@ -44,7 +44,7 @@ class Scores:
     def _iou_names(horizons: int) -> list[str]:
         names = ["occupancy", "occupancy_unseen", "last_observed_unseen", "last_observed"]
         for h in range(horizons):
-            names += [f"future_{h}", f"future_{h}_frozen"]
+            names += [f"future_{h}", f"future_{h}_frozen", f"future_{h}_moving", f"future_{h}_moving_frozen"]
         return names
 
     def add_iou(self, name: str, predicted: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> None:
@@ -91,9 +91,13 @@ def score_frame(scores: Scores, frame: Frame, labels: np.ndarray, scene: np.ndar
     scores.add_iou("occupancy_unseen", predicted, truth, unseen)
     scores.add_iou("last_observed_unseen", observed, truth, unseen)
     scores.add_iou("last_observed", observed, truth)
+    off_barrier = frame.labels != BARRIER  # where the scene can change: cars, now or later
     for h in range(len(config.horizons)):
-        scores.add_iou(f"future_{h}", scene[2 + h] > 0.5, frame.occupancy[1 + h])
+        future = scene[2 + h] > 0.5
+        scores.add_iou(f"future_{h}", future, frame.occupancy[1 + h])
         scores.add_iou(f"future_{h}_frozen", predicted, frame.occupancy[1 + h])
+        scores.add_iou(f"future_{h}_moving", future, frame.occupancy[1 + h], off_barrier)
+        scores.add_iou(f"future_{h}_moving_frozen", predicted, frame.occupancy[1 + h], off_barrier)
     scores.height_error += (np.abs(scene[1] - frame.height)[truth].sum(), np.count_nonzero(truth))
     near = np.hypot(frame.cars["x"], frame.cars["y"]) <= RECALL_RANGE
     visible = near & (frame.car_points >= MIN_VISIBLE_POINTS)
@@ -130,7 +134,12 @@ def report_of(scores: Scores, config: PpnConfig, frames: int, scenarios: list[st
             "last_observed_iou": scores.iou("last_observed"),
             "height_mae_occupied_m": float(scores.height_error[0] / max(scores.height_error[1], 1)),
             "future": {
-                f"+{h}s": {"iou": scores.iou(f"future_{i}"), "frozen_scene_iou": scores.iou(f"future_{i}_frozen")}
+                f"+{h}s": {
+                    "iou": scores.iou(f"future_{i}"),
+                    "frozen_scene_iou": scores.iou(f"future_{i}_frozen"),
+                    "off_barrier_iou": scores.iou(f"future_{i}_moving"),
+                    "off_barrier_frozen_scene_iou": scores.iou(f"future_{i}_moving_frozen"),
+                }
                 for i, h in enumerate(config.horizons)
             },
         },
@@ -205,7 +214,11 @@ def print_report(report: dict) -> None:
     )
     print(f"  height MAE on occupied cells {rec['height_mae_occupied_m']:.3f} m")
     for horizon, values in rec["future"].items():
-        print(f"  future occupancy {horizon}: IoU {values['iou']:.3f} (frozen scene {values['frozen_scene_iou']:.3f})")
+        print(
+            f"  future occupancy {horizon}: IoU {values['iou']:.3f} (frozen scene {values['frozen_scene_iou']:.3f}); "
+            f"off-barrier cells (cars) {values['off_barrier_iou']:.3f} "
+            f"(frozen {values['off_barrier_frozen_scene_iou']:.3f})"
+        )
     print(
         f"object extraction recall within 50 m at <= 1 m: {ext['recall_within_50m']:.3f} "
         f"(visible cars {ext['recall_within_50m_visible']:.3f}; on GT labels {ext['recall_gt_labels_visible']:.3f}), "
