@@ -39,19 +39,6 @@ class Forecast:
     def count(self) -> int:
         return int(self.length.shape[0])
 
-    def subset(self, rows: np.ndarray) -> Forecast:
-        return Forecast(
-            self.times,
-            self.center[rows],
-            self.yaw[rows],
-            self.s[rows],
-            self.d[rows],
-            self.length[rows],
-            self.width[rows],
-            self.speed[rows],
-            self.track_id[rows],
-        )
-
 
 def ground_objects(table: np.ndarray) -> np.ndarray:
     """Rows of an object table that are cars or other ground obstacles (not flying objects)."""

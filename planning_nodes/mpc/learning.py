@@ -335,7 +335,7 @@ def fit(
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default="datasets/planner", help="dataset folder (train/, heldout/)")
+    parser.add_argument("--data", default="datasets/planning", help="dataset folder (train/, heldout/)")
     parser.add_argument("--out", default="models/mpc_weights/weights.yaml", help="weights file to write")
     parser.add_argument("--risk-checkpoint", default="models/riskmap/riskmap.pt", help="'' to learn without risk maps")
     parser.add_argument("--epochs", type=int, default=3)

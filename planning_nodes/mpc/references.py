@@ -86,10 +86,6 @@ class RaceReference:
         """Lateral distance the rear-axle point keeps from a barrier face."""
         return self.vehicle.width / 2.0 + self.bound_margin
 
-    def speed_at(self, xy_map: np.ndarray) -> np.ndarray:
-        s, _, _ = self.track.racing.project(xy_map)
-        return self.track.racing.interpolate(self.speed, s)
-
     def horizon(self, points_map: np.ndarray, yaw_near: np.ndarray, frame: PlanFrame) -> HorizonReference:
         """References at (N, 2) map points; ``yaw_near`` (plan frame) picks the heading's branch."""
         track, racing = self.track, self.track.racing

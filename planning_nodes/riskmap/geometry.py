@@ -24,18 +24,3 @@ def severity(ego_velocity: np.ndarray, opponent_velocity: np.ndarray) -> np.ndar
     """Harm weight in [0.25, 1] from the speed difference (vectors (..., 2) in one frame)."""
     closing = np.linalg.norm(np.asarray(opponent_velocity) - np.asarray(ego_velocity), axis=-1)
     return np.clip(SEVERITY_FLOOR + (1.0 - SEVERITY_FLOOR) * closing / SEVERITY_SPEED, SEVERITY_FLOOR, 1.0)
-
-
-def footprint_mask(
-    grid: BevGrid, center: np.ndarray, yaw: np.ndarray, length: np.ndarray, width: np.ndarray
-) -> np.ndarray:
-    """(B, H, W) bool: cell centres inside each of B oriented boxes (centres (B, 2) in the grid frame)."""
-    xs, ys = grid.cell_centers()
-    dx = xs[None] - np.asarray(center)[:, 0, None, None]
-    dy = ys[None] - np.asarray(center)[:, 1, None, None]
-    c, s = np.cos(yaw)[:, None, None], np.sin(yaw)[:, None, None]
-    along = c * dx + s * dy
-    across = -s * dx + c * dy
-    return (np.abs(along) <= np.asarray(length)[:, None, None] / 2.0) & (
-        np.abs(across) <= np.asarray(width)[:, None, None] / 2.0
-    )
