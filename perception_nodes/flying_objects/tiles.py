@@ -4,8 +4,10 @@ Flying objects cover a few pixels of a mostly empty frame, so a full 416-pixel t
 mostly background. Tiles of e.g. 160 x 160 pixels, cut around the objects from the frame scaled
 exactly as the node scales it (long side = the network input's long side), keep every object at
 the size the network sees at inference while costing ~7x less to train on; a share of tiles is
-drawn anywhere, for backgrounds. Training on tiles uses ``imgsz`` = the tile size (no rescaling);
-evaluation stays on full frames at the inference size.
+drawn anywhere, for backgrounds. Tile centres favour rare classes (inverse class frequency), so a
+long-lived helicopter seen in many frames does not crowd out the drones and birds. Training on
+tiles uses ``imgsz`` = the tile size (no rescaling); evaluation stays on full frames at the
+inference size.
 """
 
 from __future__ import annotations
@@ -34,13 +36,17 @@ def read_labels(path: Path, width: int, height: int) -> tuple[np.ndarray, np.nda
     return rows[:, 0].astype(np.int64), np.hstack([centre - size / 2, centre + size / 2])
 
 
-def tile_origins(boxes: np.ndarray, shape: tuple[int, int], config: TileConfig, rng: np.random.Generator) -> list:
-    """Top-left corners of the tiles of one scaled frame: around objects, plus maybe one anywhere."""
+def tile_origins(
+    boxes: np.ndarray, shape: tuple[int, int], config: TileConfig, rng: np.random.Generator, weights: np.ndarray
+) -> list:
+    """Top-left corners of the tiles of one scaled frame: around objects (drawn with ``weights``, so
+    rare classes are centred more often), plus maybe one anywhere."""
     height, width = shape
     size = config.size
     origins = []
     covered = np.zeros(len(boxes), dtype=bool)
-    for i in rng.permutation(len(boxes)):
+    order = rng.choice(len(boxes), size=len(boxes), replace=False, p=weights / weights.sum()) if len(boxes) else []
+    for i in order:
         if len(origins) >= config.per_frame:
             break
         if covered[i]:
@@ -65,16 +71,25 @@ def _start(low: float, high: float, size: int, limit: int, rng: np.random.Genera
 
 
 def cut_tiles(
-    image: np.ndarray, classes: np.ndarray, boxes: np.ndarray, config: TileConfig, rng: np.random.Generator
+    image: np.ndarray,
+    classes: np.ndarray,
+    boxes: np.ndarray,
+    config: TileConfig,
+    rng: np.random.Generator,
+    class_weights: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, list[str]]]:
-    """(tile image, YOLO label lines) for each tile of one frame (boxes in the frame's pixels)."""
+    """(tile image, YOLO label lines) for each tile of one frame (boxes in the frame's pixels).
+
+    ``class_weights`` (per class index) makes objects of heavier classes likelier tile centres.
+    """
     scale = config.long_side / max(image.shape[:2])
     scaled_size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
     scaled = cv2.resize(image, scaled_size, interpolation=cv2.INTER_LINEAR)
     boxes = boxes * scale
     areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
     out = []
-    for u, v in tile_origins(boxes, scaled.shape[:2], config, rng):
+    weights = np.ones(len(classes)) if class_weights is None else class_weights[classes]
+    for u, v in tile_origins(boxes, scaled.shape[:2], config, rng, weights):
         clipped = np.clip(boxes - [u, v, u, v], 0, config.size)
         visible = np.prod(np.clip(clipped[:, 2:] - clipped[:, :2], 0, None), axis=1)
         keep = visible >= MIN_VISIBLE * np.maximum(areas, 1e-6)
@@ -88,19 +103,26 @@ def cut_tiles(
     return out
 
 
+def balancing_weights(classes: list[np.ndarray]) -> np.ndarray:
+    """Per-class weights inversely proportional to how many objects of the class the split has."""
+    counts = np.bincount(np.concatenate([*classes, np.zeros(0, np.int64)]).astype(np.int64))
+    return 1.0 / np.maximum(counts, 1)
+
+
 def tile_split(source: Path, target: Path, split: str, config: TileConfig, quality: int, seed: int) -> int:
     """Tile every frame of ``source/images/split`` into ``target``; the number of tiles written."""
     images, labels = target / "images" / split, target / "labels" / split
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    frames = sorted((source / "images" / split).glob("*.jpg"))
+    label_files = [source / "labels" / split / f"{f.stem}.txt" for f in frames]
+    weights = balancing_weights([read_labels(f, 1, 1)[0] for f in label_files])
     written = 0
-    for frame_path in sorted((source / "images" / split).glob("*.jpg")):
+    for frame_path, label_file in zip(frames, label_files, strict=True):
         frame = cv2.imread(str(frame_path))
-        classes, boxes = read_labels(
-            source / "labels" / split / f"{frame_path.stem}.txt", frame.shape[1], frame.shape[0]
-        )
-        for k, (tile, lines) in enumerate(cut_tiles(frame, classes, boxes, config, rng)):
+        classes, boxes = read_labels(label_file, frame.shape[1], frame.shape[0])
+        for k, (tile, lines) in enumerate(cut_tiles(frame, classes, boxes, config, rng, weights)):
             cv2.imwrite(str(images / f"{frame_path.stem}_t{k}.jpg"), tile, [cv2.IMWRITE_JPEG_QUALITY, quality])
             (labels / f"{frame_path.stem}_t{k}.txt").write_text("".join(f"{line}\n" for line in lines))
             written += 1
