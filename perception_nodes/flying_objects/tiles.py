@@ -4,7 +4,7 @@ Flying objects cover a few pixels of a mostly empty frame, so a full 416-pixel t
 mostly background. Tiles of e.g. 160 x 160 pixels, cut around the objects from the frame scaled
 exactly as the node scales it (long side = the network input's long side), keep every object at
 the size the network sees at inference while costing ~7x less to train on; a share of tiles is
-drawn anywhere, for backgrounds. Tile centres favour rare classes (inverse class frequency), so a
+drawn anywhere, for backgrounds. Objects of rare classes get more tiles (at other offsets), so a
 long-lived helicopter seen in many frames does not crowd out the drones and birds. Training on
 tiles uses ``imgsz`` = the tile size (no rescaling); evaluation stays on full frames at the
 inference size.
@@ -37,27 +37,25 @@ def read_labels(path: Path, width: int, height: int) -> tuple[np.ndarray, np.nda
 
 
 def tile_origins(
-    boxes: np.ndarray, shape: tuple[int, int], config: TileConfig, rng: np.random.Generator, weights: np.ndarray
+    boxes: np.ndarray, shape: tuple[int, int], config: TileConfig, rng: np.random.Generator, repeats: np.ndarray
 ) -> list:
-    """Top-left corners of the tiles of one scaled frame: around objects (drawn with ``weights``, so
-    rare classes are centred more often), plus maybe one anywhere."""
+    """Top-left corners of the tiles of one scaled frame: ``repeats[i]`` tiles (at random offsets)
+    around each of up to ``per_frame`` objects not yet inside a tile, plus maybe one anywhere."""
     height, width = shape
     size = config.size
     origins = []
     covered = np.zeros(len(boxes), dtype=bool)
-    order = rng.choice(len(boxes), size=len(boxes), replace=False, p=weights / weights.sum()) if len(boxes) else []
-    for i in order:
-        if len(origins) >= config.per_frame:
-            break
+    for i in rng.permutation(len(boxes))[: config.per_frame]:
         if covered[i]:
             continue
-        origin = (
-            _start(boxes[i, 0], boxes[i, 2], size, width, rng),
-            _start(boxes[i, 1], boxes[i, 3], size, height, rng),
-        )
-        origins.append(origin)
-        inside = (boxes[:, 0] >= origin[0]) & (boxes[:, 2] <= origin[0] + size)
-        covered |= inside & (boxes[:, 1] >= origin[1]) & (boxes[:, 3] <= origin[1] + size)
+        for _ in range(int(repeats[i])):
+            origin = (
+                _start(boxes[i, 0], boxes[i, 2], size, width, rng),
+                _start(boxes[i, 1], boxes[i, 3], size, height, rng),
+            )
+            origins.append(origin)
+            inside = (boxes[:, 0] >= origin[0]) & (boxes[:, 2] <= origin[0] + size)
+            covered |= inside & (boxes[:, 1] >= origin[1]) & (boxes[:, 3] <= origin[1] + size)
     if rng.random() < config.background or not origins:
         origins.append((int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1))))
     return origins
@@ -76,11 +74,11 @@ def cut_tiles(
     boxes: np.ndarray,
     config: TileConfig,
     rng: np.random.Generator,
-    class_weights: np.ndarray | None = None,
+    class_repeats: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, list[str]]]:
     """(tile image, YOLO label lines) for each tile of one frame (boxes in the frame's pixels).
 
-    ``class_weights`` (per class index) makes objects of heavier classes likelier tile centres.
+    ``class_repeats`` (per class index): how many tiles are cut around each object of the class.
     """
     scale = config.long_side / max(image.shape[:2])
     scaled_size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
@@ -88,8 +86,8 @@ def cut_tiles(
     boxes = boxes * scale
     areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
     out = []
-    weights = np.ones(len(classes)) if class_weights is None else class_weights[classes]
-    for u, v in tile_origins(boxes, scaled.shape[:2], config, rng, weights):
+    repeats = np.ones(len(classes), dtype=np.int64) if class_repeats is None else class_repeats[classes]
+    for u, v in tile_origins(boxes, scaled.shape[:2], config, rng, repeats):
         clipped = np.clip(boxes - [u, v, u, v], 0, config.size)
         visible = np.prod(np.clip(clipped[:, 2:] - clipped[:, :2], 0, None), axis=1)
         keep = visible >= MIN_VISIBLE * np.maximum(areas, 1e-6)
@@ -103,10 +101,10 @@ def cut_tiles(
     return out
 
 
-def balancing_weights(classes: list[np.ndarray]) -> np.ndarray:
-    """Per-class weights inversely proportional to how many objects of the class the split has."""
+def balancing_repeats(classes: list[np.ndarray], cap: int = 4) -> np.ndarray:
+    """Tiles per object of each class: about (objects of the commonest class) / (objects of this one)."""
     counts = np.bincount(np.concatenate([*classes, np.zeros(0, np.int64)]).astype(np.int64))
-    return 1.0 / np.maximum(counts, 1)
+    return np.clip(np.round(counts.max(initial=1) / np.maximum(counts, 1)), 1, cap).astype(np.int64)
 
 
 def tile_split(source: Path, target: Path, split: str, config: TileConfig, quality: int, seed: int) -> int:
@@ -117,12 +115,12 @@ def tile_split(source: Path, target: Path, split: str, config: TileConfig, quali
     rng = np.random.default_rng(seed)
     frames = sorted((source / "images" / split).glob("*.jpg"))
     label_files = [source / "labels" / split / f"{f.stem}.txt" for f in frames]
-    weights = balancing_weights([read_labels(f, 1, 1)[0] for f in label_files])
+    repeats = balancing_repeats([read_labels(f, 1, 1)[0] for f in label_files])
     written = 0
     for frame_path, label_file in zip(frames, label_files, strict=True):
         frame = cv2.imread(str(frame_path))
         classes, boxes = read_labels(label_file, frame.shape[1], frame.shape[0])
-        for k, (tile, lines) in enumerate(cut_tiles(frame, classes, boxes, config, rng, weights)):
+        for k, (tile, lines) in enumerate(cut_tiles(frame, classes, boxes, config, rng, repeats)):
             cv2.imwrite(str(images / f"{frame_path.stem}_t{k}.jpg"), tile, [cv2.IMWRITE_JPEG_QUALITY, quality])
             (labels / f"{frame_path.stem}_t{k}.txt").write_text("".join(f"{line}\n" for line in lines))
             written += 1
