@@ -214,7 +214,10 @@ class MpcPlanner:
             s_c = ref.s + veh.center_offset * np.cos(relative)
             d_c = ref.d + veh.center_offset * np.sin(relative)
             heading_map = np.column_stack([np.cos(yaw + frame.yaw), np.sin(yaw + frame.yaw)])
-            keep = self.avoidance.build(fc, s_c, d_c, heading_map, ego.v, frame)
+            # overtaking is judged on the pace the car wants (the profile ahead), not the pace it has
+            # while stuck behind someone
+            desired = max(ego.v, float(np.max(ref.speed[: max(1, cfg.horizon // 3)])))
+            keep = self.avoidance.build(fc, s_c, d_c, heading_map, desired, frame)
         else:
             keep = KeepClear.inactive(cfg.opponent_slots, cfg.horizon)
         local = (
