@@ -145,6 +145,11 @@ def test_output_shapes_and_classes():
     assert build("reconstruction", TINY)(x).shape == (2, 2 + len(TINY.horizons), 64, 64)
 
 
+def test_sides_that_do_not_divide_by_the_pyramid_are_padded():
+    x = torch.zeros(1, TINY.bev.channels, 72, 50)  # like the paper's 1000 cells: not a multiple of 32
+    assert build("segmentation", TINY).eval()(x).shape == (1, 4, 72, 50)
+
+
 def test_edge_loss_has_gradient():
     prediction = torch.rand(1, 1, 16, 16, requires_grad=True)
     target = torch.zeros(1, 1, 16, 16)

@@ -8,6 +8,7 @@ the matching encoder stage, so every stage reaches the output; heads end in plai
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from perception_nodes.ppn.config import NetConfig, PpnConfig
@@ -34,7 +35,8 @@ def up_block(in_channels: int, out_channels: int) -> nn.Sequential:
 class PyramidNet(nn.Module):
     """Encoder stages (convs, then 2x2 max-pool) and a decoder that climbs back level by level.
 
-    Input height and width must be multiples of 2 ** (stages - 1).
+    Inputs whose sides are not multiples of 2 ** (stages - 1) (the paper's 1000 cells) are zero-padded
+    at the far edges and the output cropped back.
     """
 
     def __init__(self, in_channels: int, out_channels: int, config: NetConfig) -> None:
@@ -61,6 +63,10 @@ class PyramidNet(nn.Module):
         return 2 ** (len(self.encoder) - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = int(x.shape[-2]), int(x.shape[-1])  # static: the ONNX export has a fixed size
+        pad_h, pad_w = -height % self.divisor, -width % self.divisor
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.stem(x)
         features = []
         for level, stage in enumerate(self.encoder):
@@ -73,7 +79,8 @@ class PyramidNet(nn.Module):
             if self.skips:
                 x = torch.cat((x, features[level]), dim=1)
             x = self.decoder[level](x)
-        return self.head(x)
+        x = self.head(x)
+        return x[..., :height, :width] if pad_h or pad_w else x
 
 
 class SegmentationNet(PyramidNet):
