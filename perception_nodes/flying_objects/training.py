@@ -55,6 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--optimizer", default="auto", help="ultralytics optimizer (SGD, AdamW, auto)")
     parser.add_argument("--lr0", type=float, default=0.0, help="initial learning rate (0: ultralytics' choice)")
+    parser.add_argument("--lrf", type=float, default=0.01, help="final learning rate as a fraction of --lr0")
     parser.add_argument("--patience", type=int, default=100)
     parser.add_argument("--warmup-epochs", type=float, default=1.0, help="learning-rate warm-up (epochs)")
     parser.add_argument(
@@ -95,6 +96,7 @@ def train(args: argparse.Namespace) -> Path:
         "close_mosaic": args.close_mosaic,
         "warmup_epochs": args.warmup_epochs,
         "scale": args.scale,
+        "lrf": args.lrf,
         "nbs": args.nbs or args.batch,
         "fraction": args.fraction,
         "cache": False if args.cache == "none" else args.cache,
