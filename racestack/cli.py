@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 # command -> (module, one-line help); a dict value groups subcommands (train ppn, export detector...).
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     # Processes on Fast DDS' default transports do not discover LARGE_DATA ones: every racestack
     # command talks to nodes the launcher started with LARGE_DATA, so it must use it too.
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    # SIGTERM unwinds like Ctrl-C, so every command's clean-up (stopping nodes, closing bags) runs.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     top = argparse.ArgumentParser(prog="racestack", description="racestack: perception and planning for racing")
     commands = top.add_subparsers(dest="command", metavar="COMMAND")
     for name, entry in COMMANDS.items():

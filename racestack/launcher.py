@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
@@ -23,6 +25,7 @@ from pathlib import Path
 from racestack.graph import GraphError, ProcessSpec, build_processes
 
 STOP_GRACE_S = 3.0
+_PR_SET_PDEATHSIG = 1
 KILL_GRACE_S = 1.5
 
 
@@ -57,6 +60,7 @@ class LaunchSession:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
                 text=True,
                 errors="replace",
                 bufsize=1,
@@ -127,6 +131,12 @@ class LaunchSession:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the launcher dies, even by SIGKILL (no orphaned nodes)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def transport_warning(env: dict[str, str]) -> str | None:

@@ -30,6 +30,7 @@ from racestack.probe import Probe
 SENSOR_TRIGGER = "/sensing/lidar/points"
 STATE_TOPICS = ("/localization/odometry", "/sensing/camera/camera_info")
 STARTUP_TIMEOUT_S = 180.0
+STALL_TIMEOUT_S = 90.0
 MODES = ("lockstep", "realtime")
 
 
@@ -93,10 +94,10 @@ def pick_trigger_and_answer(graph: Graph, inputs: list[str], trigger: str = "", 
 class _Answers:
     """Wall-clock arrival of each answer stamp, seen by the evaluator's own node."""
 
-    def __init__(self, probe: Probe, msg_type: type, topic: str) -> None:
+    def __init__(self, probe: Probe, msg_type: type, topic: str, depth: int = 50) -> None:
         self.times: dict[int, int] = {}
         self.event = threading.Event()
-        probe.collect(msg_type, topic, qos=result_qos(50), keep=1, callback=self._on)
+        probe.collect(msg_type, topic, qos=result_qos(depth), keep=1, callback=self._on)
 
     def _on(self, msg) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
@@ -136,11 +137,34 @@ def _wait_ready(session: LaunchSession, ready: Callable[[], bool], what: str, ti
         time.sleep(0.1)
 
 
-def _progress(done: int, total: int, label: str) -> None:
-    width = 30
-    filled = int(width * done / total) if total else 0
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {label}")
-    sys.stderr.flush()
+class Progress:
+    """A progress bar on a terminal; one line per 10 % otherwise (logs stay short)."""
+
+    def __init__(self, total: float, width: int = 30) -> None:
+        self.total, self.width = max(total, 1e-9), width
+        self.tty = sys.stderr.isatty()
+        self._shown = -1
+
+    def update(self, done: float, label: str) -> None:
+        fraction = min(max(done / self.total, 0.0), 1.0)
+        step = int(fraction * (100 if self.tty else 10))
+        if step == self._shown:
+            return
+        self._shown = step
+        filled = int(self.width * fraction)
+        bar = f"[{'#' * filled}{'.' * (self.width - filled)}] {label}"
+        sys.stderr.write(f"\r{bar}" if self.tty else f"{bar}\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def _log_to(path: Path) -> Callable[[str], None]:
+    """Node output goes to a file next to the report (the terminal keeps the progress bar)."""
+    handle = open(path, "a", buffering=1)  # noqa: SIM115 - closed by the interpreter at exit
+    return lambda line: handle.write(line + "\n")
 
 
 def run_on_bag(
@@ -169,7 +193,7 @@ def run_on_bag(
                        choices=graph.choices)
     run_dir = Path(tempfile.mkdtemp(prefix="racestack-eval-"))
     processes = options.processes(run_dir, extra_disable=("simulator",))
-    session = LaunchSession(processes, echo=lambda line: None)
+    session = LaunchSession(processes, echo=_log_to(out_dir / "nodes.log"))
     recorder = Recorder(result.output_bag, topics=[*graph.outputs(), "/diagnostics"], log=lambda text: None)
     replayer = BagReplayer(bag_path, topics=inputs, log=lambda text: None)
     probe = Probe("racestack_evaluator")
@@ -182,7 +206,7 @@ def run_on_bag(
                     STARTUP_TIMEOUT_S)
         _wait_ready(session, lambda: recorder.wait_for_topics([answer], 0.0), f"{answer} not advertised", 60.0)
         time.sleep(1.0)
-        _replay(replayer, session, answers, result, mode, rate, timeout_s, frames if progress else 0)
+        _replay(replayer, session, answers, result, mode, rate, timeout_s, Progress(frames) if progress else None)
         time.sleep(1.0)
     finally:
         result.wall_s = time.monotonic() - start
@@ -192,12 +216,10 @@ def run_on_bag(
         result.failures = list(session.failures)
         replayer.close()
         probe.close()
-        if progress:
-            sys.stderr.write("\n")
     return result
 
 
-def _replay(replayer, session, answers, result: RunResult, mode: str, rate: float, timeout_s: float, frames: int):
+def _replay(replayer, session, answers, result: RunResult, mode: str, rate: float, timeout_s: float, progress):
     wall_start, first = time.monotonic(), None
     for item in replayer.messages():
         if mode == "realtime":
@@ -213,8 +235,10 @@ def _replay(replayer, session, answers, result: RunResult, mode: str, rate: floa
             result.timeouts += 1
         if any(n.spec.required for n in session.check()):
             raise EvaluationError("a node died during the run:\n" + "\n".join(session.failures))
-        if frames:
-            _progress(len(result.published), frames, f"{len(result.published)}/{frames} frames ({mode})")
+        if progress is not None:
+            progress.update(len(result.published), f"{len(result.published)}/{progress.total:.0f} frames ({mode})")
+    if progress is not None:
+        progress.close()
 
 
 SIMULATOR_SETTINGS = (
@@ -240,17 +264,17 @@ def run_closed_loop(
         raise EvaluationError("closed loop needs the simulator slot")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trigger, answer = "/localization/odometry", pick_trigger_and_answer(graph, [SENSOR_TRIGGER])[1]
+    trigger, answer = pick_trigger_and_answer(graph, [SENSOR_TRIGGER])
     result = RunResult(output_bag=out_dir / "run", mode=f"closed loop ({clock})", trigger=trigger, answer=answer,
                        choices=graph.choices)
     settings = tuple(s.format(clock=clock, scenario=scenario) for s in SIMULATOR_SETTINGS)
     processes = options.processes(Path(tempfile.mkdtemp(prefix="racestack-run-")), extra_set=settings)
-    session = LaunchSession(processes, echo=lambda line: None)
+    session = LaunchSession(processes, echo=_log_to(out_dir / "nodes.log"))
     topics = [*graph.outputs(), "/diagnostics"]
     recorder = Recorder(result.output_bag, topics=topics, all_topics=record_all, log=lambda text: None)
     probe = Probe("racestack_closed_loop")
     answers = _Answers(probe, _answer_type(answer), answer)
-    frames = _Answers(probe, message_class("nav_msgs/msg/Odometry"), trigger)
+    frames = _Answers(probe, message_class("sensor_msgs/msg/PointCloud2"), trigger, depth=5)
     sim_time = [0.0]
     probe.collect(Clock, "/clock", keep=1, callback=lambda msg: sim_time.__setitem__(0, stamp_to_ns(msg.clock) / 1e9))
     start = time.monotonic()
@@ -259,15 +283,26 @@ def run_closed_loop(
         recorder.start()
         _wait_ready(session, lambda: sim_time[0] > 0.0, "no /clock from the simulator", STARTUP_TIMEOUT_S)
         begin = sim_time[0]
+        bar = Progress(duration_s) if progress else None
+        last_time, last_change = sim_time[0], time.monotonic()
         while sim_time[0] - begin < duration_s:
             dead = session.check()
             if any(n.spec.required for n in dead):
                 raise EvaluationError("a node died during the run:\n" + "\n".join(session.failures))
-            if progress:
-                rate = (sim_time[0] - begin) / max(time.monotonic() - start, 1e-3)
-                _progress(int(sim_time[0] - begin), int(duration_s),
-                          f"{sim_time[0] - begin:5.1f}/{duration_s:.0f} s simulated ({rate:.2f}x real time)")
+            if sim_time[0] != last_time:
+                last_time, last_change = sim_time[0], time.monotonic()
+            elif time.monotonic() - last_change > STALL_TIMEOUT_S:
+                raise EvaluationError(
+                    f"no progress: simulated time stuck at {last_time:.2f} s for {STALL_TIMEOUT_S:.0f} s "
+                    f"(is {answer} answered for every LiDAR frame? see {out_dir / 'nodes.log'})"
+                )
+            if bar is not None:
+                done = sim_time[0] - begin
+                rate = done / max(time.monotonic() - start, 1e-3)
+                bar.update(done, f"{done:5.1f}/{duration_s:.0f} s simulated ({rate:.2f}x real time)")
             time.sleep(0.2)
+        if bar is not None:
+            bar.close()
         time.sleep(0.5)
     finally:
         result.wall_s = time.monotonic() - start
@@ -277,6 +312,4 @@ def run_closed_loop(
         session.stop()
         result.failures = list(session.failures)
         probe.close()
-        if progress:
-            sys.stderr.write("\n")
     return result
