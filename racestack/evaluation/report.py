@@ -118,6 +118,14 @@ def _draw_map(ax, bags) -> None:
             ax.plot(xy[:, 0], xy[:, 1], "--" if "racing" in topic else "-", color="0.6", lw=0.8)
 
 
+def _zoom(ax, xy: np.ndarray, margin: float = 60.0) -> None:
+    """Frame the driven stretch (the whole circuit is often kilometres wide)."""
+    if len(xy):
+        lo, hi = xy.min(axis=0) - margin, xy.max(axis=0) + margin
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+
+
 def plot_tracks(bags, rec: Recording, out: Path) -> str | None:
     if not rec.has("/perception/objects/tracked"):
         return None
@@ -137,6 +145,7 @@ def plot_tracks(bags, rec: Recording, out: Path) -> str | None:
     ego = np.array([(s.msg.pose.pose.position.x, s.msg.pose.pose.position.y) for s in rec["/localization/odometry"]])
     if len(ego):
         ax.plot(ego[:, 0], ego[:, 1], color="k", lw=1.0, label="ego")
+    _zoom(ax, ego)
     ax.set_aspect("equal")
     ax.legend(loc="upper right", fontsize=7)
     ax.set_title("tracks with ids (map frame)")
@@ -172,6 +181,7 @@ def plot_trajectories(bags, rec: Recording, out: Path) -> str | None:
         xy = np.array([(p.pose.position.x, p.pose.position.y) for p in sample.msg.poses])
         if len(xy):
             ax.plot(xy[:, 0], xy[:, 1], color=cmap(i / 40), lw=0.8, alpha=0.8)
+    _zoom(ax, ego)
     ax.set_aspect("equal")
     ax.legend(loc="upper right", fontsize=7)
     ax.set_title("planned trajectories over time (colour = time)")
