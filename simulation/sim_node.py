@@ -212,6 +212,8 @@ class SimulatorNode(RacestackNode):
             while self._running and not self.finished:
                 self._run_frame()
         except Exception:  # a crashed simulation must stop the process, not leave a silent node
+            if not self.context.ok():
+                return  # Ctrl-C shut the context down while a frame was being published
             self.get_logger().error(f"simulation failed:\n{traceback.format_exc()}")
             self.context.try_shutdown()
 
