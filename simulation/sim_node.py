@@ -68,6 +68,13 @@ PARAMS = (
         max=3600.0,
     ),
     Param(
+        "first_answer_timeout",
+        20.0,
+        "lockstep: wall seconds the first frame waits for its command (the stack's first inference is slow).",
+        min=0.001,
+        max=3600.0,
+    ),
+    Param(
         "drive",
         "expert",
         "Who drives the ego: the privileged expert, or /control/command.",
@@ -228,7 +235,7 @@ class SimulatorNode(RacestackNode):
         self._publish(messages)
         if lockstep and (triggered or self.p.lockstep_trigger == "frame"):
             first = self._latest is None
-            if not self._wait_for_command(stamp_ns, self.p.startup_timeout if first else self.p.lockstep_timeout):
+            if not self._wait_for_command(stamp_ns, self.p.first_answer_timeout if first else self.p.lockstep_timeout):
                 self.count("lockstep_timeouts")
         command = self._command_for(stamp_ns)
         started = time.perf_counter()
@@ -242,7 +249,7 @@ class SimulatorNode(RacestackNode):
     def _wait_for_stack(self) -> None:
         """Lockstep start: hold frame 0 until the stack listens to the LiDAR and publishes commands
         (up to ``startup_timeout``), so the first frame is not lost; its answer may then take as
-        long as the stack's first inference (``startup_timeout`` too)."""
+        long as the stack's first inference (``first_answer_timeout``)."""
         deadline = time.monotonic() + self.p.startup_timeout
         while self._running and time.monotonic() < deadline:
             listening = self.lidar_pub.get_subscription_count() > 0 or not self.p.publish_lidar
