@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perception_nodes.tracking.metrics import evaluate_tracking, recall_thresholds
+from perception_nodes.tracking.metrics import (
+    ClearMotAccumulator,
+    _accumulate,
+    _frames_of_class,
+    evaluate_tracking,
+    recall_thresholds,
+)
 from racestack.objects import CLASS_ID, empty_objects
 
 
@@ -103,3 +109,51 @@ def test_recall_thresholds_mark_unreached_recall():
     thresholds = recall_thresholds(np.array([0.9, 0.8]), gt_count=4, num_thresholds=4, min_recall=0.25)
     assert np.allclose(thresholds[:2], [0.9, 0.8])
     assert np.isnan(thresholds[2:]).all()
+
+
+def random_sequence(rng: np.random.Generator, frames: int = 60) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Objects wandering close together; a tracker that swaps, drops, fragments and hallucinates."""
+    objects = rng.uniform(0.0, 6.0, (5, 2))
+    gt, tracks = [], []
+    for k in range(frames):
+        objects += rng.normal(0.0, 0.4, objects.shape)
+        present = rng.random(5) < 0.85
+        gt.append(table([(i + 1, x, y, 1.0) for i, (x, y) in enumerate(objects) if present[i]]))
+        rows = []
+        for i, (x, y) in enumerate(objects):
+            if rng.random() < 0.8:
+                track_id = 10 * (i + 1) + (k // 15 if i < 2 else 0) + (rng.random() < 0.05)
+                rows.append((track_id, x + rng.normal(0, 0.8), y + rng.normal(0, 0.8), float(rng.random())))
+        rows += [(900 + k, *rng.uniform(0.0, 6.0, 2), float(rng.random())) for _ in range(rng.poisson(0.7))]
+        tracks.append(table(rows))
+    return gt, tracks
+
+
+def test_fast_clear_mot_equals_motmetrics():
+    rng = np.random.default_rng(7)
+    sequences = [random_sequence(rng) for _ in range(3)]
+    frames = [_frames_of_class(gt, tracks, 0) for gt, tracks in sequences]
+    for threshold in (None, 0.3, 0.6):
+        fast, fast_scores = _accumulate(frames, threshold, 2.0, "fast")
+        reference, reference_scores = _accumulate(frames, threshold, 2.0, "motmetrics")
+        assert fast.switches > 0 and fast.fragmentations > 0 and fast.false_positives > 0
+        for name in ("objects", "matches", "misses", "switches", "false_positives", "fragmentations"):
+            assert getattr(fast, name) == getattr(reference, name), name
+        assert fast.motp == pytest.approx(reference.motp, rel=1e-9)
+        assert np.allclose(np.sort(fast_scores), np.sort(reference_scores))
+    fast_metrics = evaluate_tracking(sequences, engine="fast").classes[0]
+    reference_metrics = evaluate_tracking(sequences, engine="motmetrics").classes[0]
+    for name in ("amota", "amotp", "mota", "motp", "recall"):
+        assert getattr(fast_metrics, name) == pytest.approx(getattr(reference_metrics, name)), name
+    for name in ("ids", "frag", "fp", "fn", "gt"):
+        assert getattr(fast_metrics, name) == getattr(reference_metrics, name), name
+
+
+def test_accumulator_counts_a_hand_made_switch_and_fragment():
+    acc = ClearMotAccumulator()
+    one = np.array([[0.5]])
+    acc.update(np.array([1]), np.array([7]), one)
+    acc.update(np.array([1]), np.array([], int), np.zeros((1, 0)))  # missed
+    acc.update(np.array([1]), np.array([8]), one)  # back, with another id
+    result = acc.result()
+    assert (result.matches, result.misses, result.switches, result.fragmentations) == (1, 1, 1, 1)

@@ -21,8 +21,8 @@ from perception_nodes.tracking.tracker import IdSource, Tracker, TrackerConfig
 class KalmanConfig:
     """Noise model of the constant-velocity filter (state x, y, vx, vy; measurement x, y)."""
 
-    accel_std: tuple[float, ...] = (8.0, 5.0, 5.0, 5.0, 5.0, 5.0)
-    position_std: float = 0.5
+    accel_std: tuple[float, ...] = (25.0, 5.0, 5.0, 5.0, 5.0, 5.0)
+    position_std: float = 0.4
     initial_velocity_std: tuple[float, ...] = (40.0, 15.0, 12.0, 50.0, 40.0, 20.0)
     detector_velocity_std: float = 2.0
     gate_chi2: float = 13.8

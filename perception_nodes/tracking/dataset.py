@@ -109,13 +109,48 @@ def load_sequences(folder: str | Path) -> list[TrackingSequence]:
     return [load_sequence(p) for p in paths]
 
 
+def add_traffic(scenario, count: int, rng: np.random.Generator):
+    """The scenario with ``count`` more scripted cars near the ego's start (lanes, speeds, lane changes,
+    braking and overtakes drawn at random), for denser interactions than the shipped traffic."""
+    from dataclasses import replace
+
+    from simulation.vehicles import RACING, BrakeEvent, LaneChange, OpponentSpec
+
+    extra = []
+    for i in range(count):
+        lane = RACING if rng.random() < 0.4 else float(rng.uniform(-3.5, 3.5))
+        changes = (LaneChange(float(rng.uniform(5, 60)), float(rng.uniform(-3.5, 3.5)), float(rng.uniform(2, 5))),)
+        brakes = (BrakeEvent(float(rng.uniform(5, 60)), float(rng.uniform(15, 35)), float(rng.uniform(6, 12))),)
+        extra.append(
+            OpponentSpec(
+                name=f"traffic_{i}",
+                start_s=scenario.ego.start_s + float(rng.uniform(-60.0, 250.0)),
+                lane=lane,
+                speed=float(rng.uniform(40.0, 80.0)),
+                speed_scale=float(rng.uniform(0.75, 0.97)),
+                lane_changes=changes if rng.random() < 0.3 else (),
+                brakes=brakes if rng.random() < 0.15 else (),
+                overtake=bool(rng.random() < 0.3),
+            )
+        )
+    return replace(scenario, opponents=(*scenario.opponents, *extra))
+
+
 def export_run(
-    scenario: str | dict, seed: int, noise: DetectorNoise, rate: float, duration: float | None = None
+    scenario: str | dict,
+    seed: int,
+    noise: DetectorNoise,
+    rate: float,
+    duration: float | None = None,
+    traffic: int = 0,
 ) -> TrackingSequence:
     """Run a scenario with the expert and record detections, odometry and ground truth at ``rate``."""
+    from simulation.scenario import load_scenario
     from simulation.simulation import Simulation
 
-    sim = Simulation.from_scenario(scenario, seed=seed)
+    spec = load_scenario(scenario)
+    spec = add_traffic(spec, traffic, np.random.default_rng([seed, 11])) if traffic else spec
+    sim = Simulation.from_scenario(spec, seed=seed)
     every = max(1, round(sim.scenario.rate / rate))
     end = min(duration or sim.scenario.duration, sim.scenario.duration)
     detector = SyntheticDetector(noise, np.random.default_rng([seed, 7]))
@@ -152,6 +187,7 @@ def export_run(
             "scenario": sim.scenario.source or sim.scenario.name,
             "seed": seed,
             "rate": sim.scenario.rate / every,
+            "traffic": traffic,
             "noise": asdict(noise),
         },
     )
@@ -186,6 +222,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="one run per scenario and seed")
     parser.add_argument("--rate", type=float, default=10.0, help="detection frames per second")
     parser.add_argument("--duration", type=float, help="seconds per run (default: the scenario's)")
+    parser.add_argument("--traffic", type=int, default=0, help="extra random cars per run (denser interactions)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -195,8 +232,9 @@ def run(args: argparse.Namespace) -> int:
     for name in scenario_names(args.heldout, args.scenarios):
         for seed in args.seeds:
             start = time.perf_counter()
-            sequence = export_run(name, seed, noise, args.rate, args.duration)
-            path = save_sequence(folder / f"{sequence.name.replace('/', '_')}.npz", sequence)
+            sequence = export_run(name, seed, noise, args.rate, args.duration, args.traffic)
+            suffix = f"_t{args.traffic}" if args.traffic else ""
+            path = save_sequence(folder / f"{sequence.name}{suffix}.npz", sequence)
             wall = time.perf_counter() - start
             print(f"{path}: {len(sequence)} frames, {sequence.det.size} detections ({wall:.1f} s)", flush=True)
     return 0

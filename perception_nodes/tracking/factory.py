@@ -25,14 +25,20 @@ def motformer_runner(
     return create_runner(NETWORK_SPEC, path, backend=backend, device=device, threads=threads, log=log), latent_dim
 
 
-DEFAULT_ASSOCIATION = {"3dmotformer": "greedy", "kalman": "hungarian", "greedy": "greedy"}
+DEFAULT_ASSOCIATION = {"3dmotformer": "hungarian", "kalman": "hungarian", "greedy": "greedy"}
+DEFAULT_AFFINITY_THRESHOLD = 0.3
 
 
 def method_config(method: str, **overrides) -> TrackerConfig:
     """The life-cycle settings a method runs with by default (the node's defaults too)."""
     if method not in TRACKER_METHODS:
         raise ValueError(f"tracking method '{method}' is not one of {TRACKER_METHODS}")
-    return TrackerConfig(**{"association": DEFAULT_ASSOCIATION[method], **overrides})
+    defaults = {
+        "association": DEFAULT_ASSOCIATION[method],
+        "affinity_threshold": DEFAULT_AFFINITY_THRESHOLD,
+        "score_source": "model" if method == "3dmotformer" else "detection",
+    }
+    return TrackerConfig(**{**defaults, **overrides})
 
 
 def create_tracker(

@@ -4,8 +4,8 @@ Tracks carry the latent feature of the detection they last matched. One encoder 
 self-attention refines the tracks; each decoder layer runs masked self-attention over detections,
 then edge-augmented cross-attention from detections to tracks (edge features add a per-head bias
 to the logits and a per-edge term to the values; the logits are projected back into the edges),
-then node and edge feed-forward blocks. Heads: an affinity logit per edge and a velocity per
-detection. All attention is dense and masked, so the graph exports to ONNX with dynamic T and D.
+then node and edge feed-forward blocks. Heads: an affinity logit per edge; a velocity and a
+confidence per detection. All attention is dense and masked, so the graph exports to ONNX with dynamic T and D.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from racestack.paths import models_dir
 
 NEG = 1e4
 INPUT_NAMES = ("det_feats", "track_feats", "track_latent", "edge_feats", "edge_mask", "det_mask", "track_mask")
-OUTPUT_NAMES = ("affinity", "velocity", "det_latent")
+OUTPUT_NAMES = ("affinity", "velocity", "det_latent", "confidence")
 DEFAULT_CHECKPOINT = "tracker_3dmotformer/tracker_3dmotformer.pt"
 
 
@@ -72,7 +72,8 @@ class SelfAttention(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.heads = cfg.heads
+        self.heads, self.head_dim = cfg.heads, cfg.d_model // cfg.heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
         self.norm = nn.LayerNorm(cfg.d_model)
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.out = nn.Linear(cfg.d_model, cfg.d_model)
@@ -80,10 +81,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
-        h = self.heads
-        q, k, v = self.qkv(self.norm(x)).reshape(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
-        logits = q @ k.transpose(-1, -2) / math.sqrt(d // h)
-        weights = masked_softmax(logits, mask[:, None])
+        qkv = self.qkv(self.norm(x)).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        weights = masked_softmax(q @ k.transpose(-1, -2) * self.scale, mask[:, None])
         mixed = (weights @ v).permute(0, 2, 1, 3).reshape(b, n, d)
         return x + self.drop(self.out(mixed))
 
@@ -93,7 +93,8 @@ class EdgeCrossAttention(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.heads = cfg.heads
+        self.heads, self.head_dim = cfg.heads, cfg.d_model // cfg.heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
         self.norm_det = nn.LayerNorm(cfg.d_model)
         self.norm_track = nn.LayerNorm(cfg.d_model)
         self.norm_edge = nn.LayerNorm(cfg.d_edge)
@@ -110,11 +111,11 @@ class EdgeCrossAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         b, nd, d = det.shape
         nt = track.shape[1]
-        h, dh = self.heads, d // self.heads
+        h, dh = self.heads, self.head_dim
         e = self.norm_edge(edge)
         q = self.q(self.norm_det(det)).reshape(b, nd, h, dh).transpose(1, 2)
-        k, v = self.kv(self.norm_track(track)).reshape(b, nt, 2, h, dh).permute(2, 0, 3, 1, 4)
-        logits = q @ k.transpose(-1, -2) / math.sqrt(dh) + self.edge_bias(e).permute(0, 3, 1, 2)
+        k, v = self.kv(self.norm_track(track)).reshape(b, nt, 2, h, dh).permute(2, 0, 3, 1, 4).unbind(0)
+        logits = q @ k.transpose(-1, -2) * self.scale + self.edge_bias(e).permute(0, 3, 1, 2)
         weights = masked_softmax(logits, mask[:, None])
         # Per-head linear maps of the edges, applied after the weighted sum (same result, far cheaper).
         edge_mix = (weights.transpose(1, 2) @ e).reshape(b, nd, h * e.shape[-1])
@@ -154,12 +155,14 @@ def head(width: int, outputs: int) -> nn.Sequential:
 
 
 class MOTFormer(nn.Module):
-    """(det_feats, track_feats, track_latent, edge_feats, masks) -> (affinity logits, velocity, det latent).
+    """(det_feats, track_feats, track_latent, edge_feats, masks) -> (affinity, velocity, det latent, confidence).
 
     Shapes: det_feats (B, D, 18), track_feats (B, T, 21), track_latent (B, T, d_model),
     edge_feats (B, D, T, 14), edge_mask (B, D, T), det_mask (B, D, D), track_mask (B, T, T);
     affinity (B, D, T), velocity (B, D, 2) relative to the ego in its axes / VELOCITY_SCALE,
-    det_latent (B, D, d_model): what a track matched (or born) from each detection carries on.
+    det_latent (B, D, d_model): what a track matched (or born) from each detection carries on;
+    confidence (B, D): logit that the detection is a real object, given its tracks (an addition to
+    the paper, which scores tracks with the detector's score; see docs/tracking.md).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -175,6 +178,7 @@ class MOTFormer(nn.Module):
         self.det_norm = nn.LayerNorm(cfg.d_model)
         self.affinity_head = head(cfg.d_edge, 1)
         self.velocity_head = head(cfg.d_model, 2)
+        self.confidence_head = head(cfg.d_model, 1)
 
     def forward(self, det_feats, track_feats, track_latent, edge_feats, edge_mask, det_mask, track_mask):
         track = track_latent + self.track_embed(track_feats)
@@ -185,7 +189,7 @@ class MOTFormer(nn.Module):
         for layer in self.decoder:
             det, edge = layer(det, track, edge, det_mask, edge_mask)
         affinity = self.affinity_head(edge).squeeze(-1)
-        return affinity, self.velocity_head(det), self.det_norm(det)
+        return affinity, self.velocity_head(det), self.det_norm(det), self.confidence_head(det).squeeze(-1)
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -257,6 +261,7 @@ NETWORK_SPEC = NetworkSpec(
         "track_mask": {1: "T", 2: "T"},
         "affinity": {1: "D", 2: "T"},
         "velocity": {1: "D"},
+        "confidence": {1: "D"},
         "det_latent": {1: "D"},
     },
 )

@@ -23,10 +23,10 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from perception_nodes.tracking.baselines import KalmanConfig
-from perception_nodes.tracking.factory import DEFAULT_ASSOCIATION, create_tracker, motformer_runner
+from perception_nodes.tracking.factory import create_tracker, method_config, motformer_runner
 from perception_nodes.tracking.state import Detections, EgoState
-from perception_nodes.tracking.tracker import TRACKER_METHODS, IdSource, Tracker, TrackerConfig
-from racestack.errors import InputError
+from perception_nodes.tracking.tracker import TRACKER_METHODS, IdSource, Tracker
+from racestack.errors import InputError, ParameterError
 from racestack.node import RacestackNode, node_main, result_qos, sensor_qos, stamp_to_ns
 from racestack.objects import cloud_to_objects, objects_to_cloud, objects_to_markers, valid_objects
 from racestack.params import Param
@@ -54,12 +54,18 @@ PARAMS = (
     Param("backend", "auto", "3dmotformer inference backend.", choices=("auto", "tensorrt", "onnxruntime", "torch")),
     Param("device", "cpu", "cpu or cuda[:N] for 3dmotformer."),
     Param("association", "", "greedy or hungarian; empty: the method's default.", choices=("", "greedy", "hungarian")),
-    Param("affinity_threshold", 0.5, "3dmotformer: minimum edge affinity for a match.", min=0.0, max=1.0),
+    Param("affinity_threshold", 0.3, "3dmotformer: minimum edge affinity for a match.", min=0.0, max=1.0),
+    Param(
+        "score_source",
+        "",
+        "Track scores from the detections or the model's confidence; empty: model for 3dmotformer.",
+        choices=("", "detection", "model"),
+    ),
     Param("max_age", 3, "Frames a track may go unmatched (coasting) before it is deleted.", min=0, max=1000),
     Param("min_hits", 1, "Matches a track needs before it is published.", min=1, max=1000),
     Param("birth_score", 0.0, "Detections below this score do not start tracks.", min=0.0, max=1.0),
     Param("coast_score_factor", 0.5, "Output score factor per coasted frame.", min=0.0, max=1.0),
-    Param("new_score_factor", 1.0, "Output score factor of a track seen once.", min=0.0, max=1.0),
+    Param("new_score_factor", 0.5, "Output score factor of a track seen once.", min=0.0, max=1.0),
     Param("max_odometry_gap", 0.3, "Largest gap (s) between a detection stamp and the last pose before it.", min=0.0),
 )
 
@@ -98,16 +104,20 @@ class TrackerNode(RacestackNode):
     def __init__(self) -> None:
         super().__init__("tracker", PARAMS)
         p = self.p
-        association = p.association or DEFAULT_ASSOCIATION[p.method]
-        self.config = TrackerConfig(
+        if p.score_source == "model" and p.method != "3dmotformer":
+            raise ParameterError("score_source", f"'model' needs method 3dmotformer, not {p.method}")
+        overrides = {"association": p.association, "score_source": p.score_source}
+        self.config = method_config(
+            p.method,
             max_age=p.max_age,
             birth_score=p.birth_score,
             min_hits=p.min_hits,
             coast_score_factor=p.coast_score_factor,
             new_score_factor=p.new_score_factor,
-            association=association,
             affinity_threshold=p.affinity_threshold,
+            **{k: v for k, v in overrides.items() if v},
         )
+        association = self.config.association
         self.runner, self.latent_dim, self.backend = None, 0, "numpy"
         if p.method == "3dmotformer":
             self.runner, self.latent_dim = motformer_runner(

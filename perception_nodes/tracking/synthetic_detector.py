@@ -4,7 +4,8 @@ Trackers are trained and compared on what the perception front end really delive
 truth. The model reproduces what LiDAR/BEV detectors (and camera detections lifted to 3D) get
 wrong, per object class group (cars; flying objects):
 
-- a range limit (the BEV grid, or the camera's reach and field of view for flying objects);
+- a range limit (the BEV grid; for flying objects the camera's field of view and an apparent size
+  of at least a few pixels);
 - misses that grow with range and with occlusion by closer objects (angular shadow seen from
   the sensor), correlated in time (a Gaussian copula on an AR(1) latent), so objects drop out for
   several frames as they do behind another car;
@@ -37,6 +38,8 @@ class GroupNoise:
     max_range: float = 50.0
     square_range: bool = True  # a BEV grid covers |x|, |y| <= max_range; else a disc (and a FOV)
     half_fov_deg: float = 180.0
+    min_angular_size: float = 0.0  # rad: smaller objects are never detected (a camera needs pixels)
+    full_angular_size: float = 0.0  # rad: from this size on, detection probability is not reduced
     p_detect_near: float = 0.97
     p_detect_far: float = 0.75
     miss_correlation: float = 0.6
@@ -56,14 +59,16 @@ class GroupNoise:
 
 
 FLYING_NOISE = GroupNoise(
-    max_range=150.0,
+    max_range=300.0,
     square_range=False,
     half_fov_deg=50.0,
+    min_angular_size=0.02,  # ~8 px at 640 px over 100 degrees
+    full_angular_size=0.05,  # ~20 px
     p_detect_near=0.9,
-    p_detect_far=0.5,
+    p_detect_far=0.6,
     position_std=0.3,
     position_std_per_m=0.0,
-    range_std_fraction=0.05,
+    range_std_fraction=0.03,
     sensor_bias_m=0.0,
     size_std=0.15,
     yaw_std=0.3,
@@ -116,14 +121,18 @@ class SyntheticDetector:
 
         ``gt`` is the ground-truth object table in ``map``; ``ego`` the true base_link pose;
         ``track`` (simulation.track.Track) places clutter on and beside the circuit when given.
-        A ground-truth object counts as visible (what evaluation scores) when it is in range and
-        not almost entirely occluded.
+        A ground-truth object counts as visible (what evaluation scores) when it is in range, not
+        almost entirely occluded and, for flying objects, large enough on the image to be detected
+        at least every other frame (like nuScenes scoring only boxes with LiDAR points).
         """
         local = _to_base_link(gt, ego)
         flying = gt["class_id"] != CLASS_ID["car"]
         in_range = np.where(flying, self._in_range(local, self.noise.flying), self._in_range(local, self.noise.cars))
         occlusion = self._occlusion(local, in_range & ~flying)
-        visible = in_range & (occlusion < 0.95)
+        size = _angular_size(local, self.noise.sensor_offset)
+        flying_group = self.noise.flying
+        detectable = size >= 0.5 * (flying_group.min_angular_size + flying_group.full_angular_size)
+        visible = in_range & (occlusion < 0.95) & (detectable | ~flying)
         rows, ids = [], []
         for group, mask in ((self.noise.cars, ~flying), (self.noise.flying, flying)):
             det, det_ids = self._detect_group(local[mask & in_range], occlusion[mask & in_range], group)
@@ -143,7 +152,8 @@ class SyntheticDetector:
         if group.square_range:
             return (np.abs(local["x"]) <= group.max_range) & (np.abs(local["y"]) <= group.max_range)
         bearing = np.abs(np.arctan2(y, x))
-        return (np.hypot(x, y) <= group.max_range) & (bearing <= np.deg2rad(group.half_fov_deg))
+        visible = (np.hypot(x, y) <= group.max_range) & (bearing <= np.deg2rad(group.half_fov_deg))
+        return visible & (_angular_size(local, self.noise.sensor_offset) >= group.min_angular_size)
 
     def _occlusion(self, local: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """Fraction of each object's angular extent hidden by closer objects (seen from the sensor)."""
@@ -176,6 +186,9 @@ class SyntheticDetector:
         reach = np.clip(distance / group.max_range, 0.0, 1.0)
         p_range = group.p_detect_near + (group.p_detect_far - group.p_detect_near) * reach**2
         p = p_range * np.clip(1.0 - occlusion**group.occlusion_power, 0.0, 1.0)
+        if group.full_angular_size > group.min_angular_size:
+            size = _angular_size(local, self.noise.sensor_offset)
+            p *= np.clip((size - group.min_angular_size) / (group.full_angular_size - group.min_angular_size), 0, 1)
         latent = self._ar1(self._latent, ids, group.miss_correlation, rng.standard_normal(n))
         detected = ndtr(latent) < p
         det = local[detected].copy()
@@ -297,6 +310,13 @@ class SyntheticDetector:
         births = self.rng.poisson(clutter.ghost_births_per_frame)
         for xy in self._clutter_positions(births, ego, track):
             self._ghosts.append(_Ghost(xy, int(self.rng.geometric(1.0 / clutter.ghost_mean_frames))))
+
+
+def _angular_size(local: np.ndarray, sensor: tuple[float, float]) -> np.ndarray:
+    """Apparent size (rad) of each object from the sensor: its largest dimension over its distance."""
+    distance = np.hypot(local["x"] - sensor[0], local["y"] - sensor[1])
+    extent = np.maximum(np.maximum(local["length"], local["width"]), local["height"])
+    return extent / np.maximum(distance, 0.1)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ cycle is common so that the baselines and 3DMOTFormer are compared on equal term
   ``coast_score_factor`` per missed frame;
 - death: after more than ``max_age`` consecutive missed frames;
 - output: tracks seen at least ``min_hits`` times; a track seen once scores ``new_score_factor``
-  times its detection's score.
+  times its detection's score (``score_source: model``: 3DMOTFormer's confidence instead).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from perception_nodes.tracking.graph import VELOCITY_SCALE, Gates, Graph, build_
 from perception_nodes.tracking.state import Detections, EgoState, Tracks, tracks_to_table
 
 TRACKER_METHODS = ("3dmotformer", "kalman", "greedy")
+SCORE_SOURCES = ("detection", "model")
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,17 @@ class TrackerConfig:
     birth_score: float = 0.0
     min_hits: int = 1
     coast_score_factor: float = 0.5
-    new_score_factor: float = 1.0
+    new_score_factor: float = 0.5
     association: str = "greedy"
     affinity_threshold: float = 0.5
+    score_source: str = "detection"
     gates: Gates = field(default_factory=Gates)
 
     def __post_init__(self) -> None:
         if self.association not in METHODS:
             raise ValueError(f"association '{self.association}' is not one of {METHODS}")
+        if self.score_source not in SCORE_SOURCES:
+            raise ValueError(f"score_source '{self.score_source}' is not one of {SCORE_SOURCES}")
         if self.max_age < 0 or self.min_hits < 1:
             raise ValueError("max_age must be >= 0 and min_hits >= 1")
 
@@ -93,7 +97,8 @@ class Tracker(ABC):
         matched = self.update_matched(tracks, track_index, dets, det_index, time, ego)
         matched.ids = tracks.ids[track_index]
         matched.classes = tracks.classes[track_index]
-        matched.scores = dets.scores[det_index]
+        scores = self.detection_scores(dets)
+        matched.scores = scores[det_index]
         matched.age = tracks.age[track_index] + 1
         matched.hits = tracks.hits[track_index] + 1
         matched.misses = np.zeros(len(track_index), np.int64)
@@ -111,6 +116,7 @@ class Tracker(ABC):
         free &= dets.scores >= self.config.birth_score
         new_index = np.flatnonzero(free)
         born = self.born(dets, new_index, self.ids.take(new_index.size), time, ego)
+        born.scores = scores[new_index]
 
         self.tracks = matched.concat(coasting).concat(born)
         self.time = time
@@ -128,6 +134,10 @@ class Tracker(ABC):
     def prepare(self, dets: Detections, time: float, ego: EgoState) -> None:
         """Called instead of ``match`` when there is nothing to match (no tracks or no detections)."""
         return None
+
+    def detection_scores(self, dets: Detections) -> np.ndarray:
+        """The score each detection gives the track it updates or starts (after ``match``/``prepare``)."""
+        return dets.scores
 
     @abstractmethod
     def match(self, tracks: Tracks, dets: Detections, time: float, ego: EgoState) -> tuple[np.ndarray, np.ndarray]:
@@ -170,6 +180,7 @@ class MOTFormerTracker(Tracker):
         self.latent_dim = latent_dim
         self._velocity = np.zeros((0, 2))
         self._latent = np.zeros((0, latent_dim), np.float32)
+        self._confidence = np.zeros(0)
         self._given: tuple | None = None
         super().__init__(config, ids)
 
@@ -191,24 +202,28 @@ class MOTFormerTracker(Tracker):
         latent = self.tracks.extra["latent"]
         return latent if len(self.tracks) else np.zeros((1, self.latent_dim), np.float32)
 
-    def use_outputs(self, graph: Graph, affinity: np.ndarray, velocity: np.ndarray, latent) -> None:
-        """Network outputs for the next ``step`` (batch axis removed): (D, T), (D, 2), (D, d)."""
-        self._given = (graph, affinity, velocity, latent)
+    def use_outputs(self, graph: Graph, affinity: np.ndarray, velocity: np.ndarray, latent, confidence) -> None:
+        """Network outputs for the next ``step`` (batch axis removed): (D, T), (D, 2), (D, d), (D,)."""
+        self._given = (graph, affinity, velocity, latent, confidence)
 
     def _outputs(self, dets: Detections, time: float, ego: EgoState):
         if self._given is not None:
             outputs, self._given = self._given, None
             return outputs
         graph = self.graph(dets, time, ego)
-        affinity, velocity, latent = self.runner(*graph.inputs(self.track_latent()))
-        return graph, affinity[0], velocity[0], latent[0]
+        affinity, velocity, latent, confidence = self.runner(*graph.inputs(self.track_latent()))
+        return graph, affinity[0], velocity[0], latent[0], confidence[0]
 
     def _infer(self, dets: Detections, time: float, ego: EgoState) -> np.ndarray:
         """Network outputs for this frame; keeps velocities and latents per detection; (T, D) affinities."""
-        graph, affinity, velocity, latent = self._outputs(dets, time, ego)
+        graph, affinity, velocity, latent, confidence = self._outputs(dets, time, ego)
         self._velocity = velocity_to_map(velocity, ego)
         self._latent = latent
+        self._confidence = sigmoid(np.asarray(confidence, np.float64))
         return sigmoid(affinity.T) * graph.edge_mask[0].T
+
+    def detection_scores(self, dets: Detections) -> np.ndarray:
+        return self._confidence if self.config.score_source == "model" and len(dets) else dets.scores
 
     def prepare(self, dets: Detections, time: float, ego: EgoState) -> None:
         if len(dets):
