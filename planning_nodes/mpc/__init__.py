@@ -1,0 +1,1 @@
+"""The learning-based MPC planner: model, DPP problem, SCP cycle, fallback, learning, node."""

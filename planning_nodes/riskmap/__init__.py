@@ -1,0 +1,1 @@
+"""The risk map: grid and cell meaning, tokens, transformer, training, live predictor, node."""
