@@ -30,7 +30,14 @@ pytestmark = pytest.mark.ros
 NODE = "flying_object_detector"
 IMAGE, INFO, CLOUD = "/sensing/camera/image_raw", "/sensing/camera/camera_info", "/sensing/lidar/points"
 BOXES, OBJECTS = "/perception/flying_objects/detections_2d", "/perception/flying_objects"
-PARAMETERS = {"backend": "onnxruntime", "diagnostics_period": 0.3, "max_input_age": 0.0}
+# size_prior_drone: the box of the simulator's 1 m drone (span 1.0: 0.81 x 0.56 x 0.17 m), so the
+# prior-only lifting case tests the geometry, not how far a class's sizes spread.
+PARAMETERS = {
+    "backend": "onnxruntime",
+    "diagnostics_period": 0.3,
+    "max_input_age": 0.0,
+    "size_prior_drone": [0.81, 0.56, 0.17],
+}
 
 
 def slot(**parameters) -> dict:
@@ -58,7 +65,10 @@ def detector():
             "objects": probe.collect(PointCloud2, OBJECTS, keep=100),
             "diagnostics": probe.collect(DiagnosticArray, "/diagnostics", keep=100),
         }
-        ready = probe.wait_for_subscribers(IMAGE, 1, 120.0)
+        publishers = [
+            probe.publisher(t, topic) for t, topic in ((Image, IMAGE), (CameraInfo, INFO), (PointCloud2, CLOUD))
+        ]
+        ready = probe.wait_for(lambda: all(p.get_subscription_count() > 0 for p in publishers), 120.0)
         assert ready, f"the detector never subscribed: {session.failures or lines.lines[-20:]}"
         assert probe.wait_for(lambda: probe.node.count_publishers(BOXES) > 0, 10.0)
         time.sleep(0.5)
@@ -107,7 +117,7 @@ def corners(table: np.ndarray) -> np.ndarray:
 def test_detects_flying_objects_in_held_out_simulator_frames(detector):
     probe, outputs, _ = detector
     found = total = 0
-    for sample in render_samples("heldout/circuit_heldout_b", None, frames=8, every=10, flying_count=14):
+    for sample in render_samples("heldout/circuit_heldout_b", None, frames=10, every=6, flying_count=30):
         msg, _, _ = detect(probe, outputs, sample.image)
         assert msg is not None, "no 2D detections for a frame"
         boxes = cloud_to_boxes2d(msg)
@@ -135,7 +145,7 @@ def drone_scenario(ahead: float, left: float, altitude: float, size: float) -> S
 
 @pytest.mark.parametrize(
     ("ahead", "left", "altitude", "with_lidar"),
-    [(14.0, 1.0, 3.0, True), (24.0, -2.0, 9.0, False)],
+    [(10.0, 0.5, 2.5, True), (10.0, -1.0, 5.0, False)],
     ids=["lidar", "prior"],
 )
 def test_lifts_a_simulated_drone_within_ten_percent_of_its_range(detector, ahead, left, altitude, with_lidar):
@@ -156,6 +166,9 @@ def test_lifts_a_simulated_drone_within_ten_percent_of_its_range(detector, ahead
     found = np.stack([drones["x"], drones["y"], drones["z"]], axis=1)
     error = np.linalg.norm(found - centre, axis=1).min()
     assert error <= 0.1 * np.linalg.norm(centre), f"drone at {centre} found at {found} (error {error:.2f} m)"
+    key = "lifted_lidar" if with_lidar else "lifted_prior"
+    counted = lambda: int(diagnostics_values(outputs["diagnostics"].messages(), NODE).get(key, "0"))  # noqa: E731
+    assert probe.wait_for(lambda: counted() >= 1, 5.0), f"no detection was lifted by the {key} path"
 
 
 def test_runs_on_the_real_nuscenes_image(detector, real_data):
@@ -191,15 +204,15 @@ def test_debug_image_is_published_while_subscribed(detector):
 def test_wrong_encoding_is_rejected_and_counted(detector):
     probe, outputs, session = detector
     image = np.zeros((480, 640), np.uint8)
-    for encoding, values in (("mono8", image), ("32FC1", image.astype(np.float32))):
-        msg = array_to_image(values, encoding)
-        msg.header.stamp = ns_to_stamp(probe.now_ns())
-        probe.publish(IMAGE, msg)
 
     def rejected() -> int:
         return int(diagnostics_values(outputs["diagnostics"].messages(), NODE).get("rejected.encoding", "0"))
 
-    assert probe.wait_for(lambda: rejected() >= 2, 10.0), "wrong encodings were not counted"
+    for count, (encoding, values) in enumerate((("mono8", image), ("32FC1", image.astype(np.float32))), start=1):
+        msg = array_to_image(values, encoding)
+        msg.header.stamp = ns_to_stamp(probe.now_ns())
+        probe.publish(IMAGE, msg)
+        assert probe.wait_for(lambda count=count: rejected() >= count, 10.0), f"{encoding} was not counted"
     msg, _, _ = detect(probe, outputs, np.full((480, 640, 3), 90, np.uint8))
     assert msg is not None, "the node stopped answering after bad input"
     assert session.running() == [NODE]
