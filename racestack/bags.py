@@ -322,9 +322,10 @@ class Timeline:
     ``stamp``: at its header stamp when it has one, other messages at their receive time shifted by
     the latest (receive - stamp) offset; /clock then runs in the time base of the stamps, so nodes
     with ``use_sim_time`` see input ages as small as when recording even if the recorder's clock and
-    the sensors' clock differed (a bag from another machine, a lockstep simulator). A stamp whose
-    offset jumps by more than 5 s from the previous one (a message stamped in another clock) is
-    ignored for timing.
+    the sensors' clock differed (a bag from another machine, a lockstep simulator that ran much
+    slower than real time). A stamp counts when it lies within 5 s of the replay time so far, or
+    when its offset is within 5 s of the previous offset; any other stamp (a message stamped in
+    another clock) is ignored for timing.
     """
 
     def __init__(self, timing: str = "stamp", offset_ns: int | None = None) -> None:
@@ -334,12 +335,15 @@ class Timeline:
         self.offset_ns = offset_ns if timing == "stamp" else None
         self.last_ns: int | None = None
 
+    def _stamp_counts(self, receive_ns: int, stamp_ns: int) -> bool:
+        if self.last_ns is not None and abs(stamp_ns - self.last_ns) <= MAX_OFFSET_JUMP_NS:
+            return True
+        return self.offset_ns is None or abs(receive_ns - stamp_ns - self.offset_ns) <= MAX_OFFSET_JUMP_NS
+
     def time_of(self, receive_ns: int, stamp_ns: int | None) -> int:
         time_ns = receive_ns
-        if self.timing == "stamp" and stamp_ns is not None:
-            offset = receive_ns - stamp_ns
-            if self.offset_ns is None or abs(offset - self.offset_ns) <= MAX_OFFSET_JUMP_NS:
-                self.offset_ns = offset
+        if self.timing == "stamp" and stamp_ns is not None and self._stamp_counts(receive_ns, stamp_ns):
+            self.offset_ns = receive_ns - stamp_ns
         if self.offset_ns is not None:
             time_ns = receive_ns - self.offset_ns
         if self.last_ns is not None and time_ns < self.last_ns:

@@ -263,7 +263,12 @@ def test_timeline_follows_stamps_and_never_goes_back():
     assert line.time_of(6_000, 5_500) == 5_500  # stamped: its stamp
     assert line.time_of(6_100, None) == 5_600  # unstamped: latest offset
     assert line.time_of(6_200, 5_000) == 5_600  # an older stamp does not move time back
-    assert line.time_of(20_000_000_000, 10) == 20_000_000_000 - 1_200  # offset jump > 5 s: stamp ignored
+    wall = 1_795_000_000_000_000_000
+    slow = Timeline("stamp", offset_ns=wall)  # a lockstep run: 20 s of wall time per simulated frame
+    assert [slow.time_of(wall + 1_000_000_000 + k * 20_000_000_000, 1_000_000_000 + k * 50_000_000)
+            for k in range(3)] == [1_000_000_000, 1_050_000_000, 1_100_000_000]
+    # a message stamped in another clock is placed by its receive time, in the stamps' time base
+    assert slow.time_of(wall + 80_000_000_000, wall + 79_000_000_000) == 80_000_000_000 - 39_900_000_000
     receive = Timeline("receive", offset_ns=1_000)
     assert [receive.time_of(t, 1) for t in (10, 30, 20)] == [10, 30, 30]
     with pytest.raises(ValueError, match="timing"):
