@@ -21,10 +21,15 @@ class Sample:
 
 
 class Recording:
-    """Selected topics of one or more bags, decoded once; missing topics are simply empty."""
+    """Selected topics of one or more bags, decoded once; missing topics are simply empty.
+
+    A topic comes from the last bag that has it: with ``[input bag, output bag]`` the outputs of the
+    run replace any recorded earlier, and ground truth comes from the input.
+    """
 
     def __init__(self, bags: Iterable[str | Path], topics: Iterable[str]) -> None:
         self.topics: dict[str, list[Sample]] = {t: [] for t in topics}
+        self.source: dict[str, Path] = {}
         self.problems: list[str] = []
         self.available: set[str] = set()
         for path in bags:
@@ -32,6 +37,8 @@ class Recording:
                 self.available |= set(bag.topics)
                 wanted = [t for t in self.topics if t in bag.topics]
                 classes = {t: message_class(bag.topics[t].msgtype) for t in wanted}
+                for topic in wanted:
+                    self.topics[topic], self.source[topic] = [], Path(path)
                 for message in bag.messages(wanted):
                     cls = classes[message.topic]
                     stamp = header_stamp_ns(message.data, cls)
@@ -40,6 +47,10 @@ class Recording:
                 self.problems += [str(p) for p in bag.problems]
         for samples in self.topics.values():
             samples.sort(key=lambda s: s.recv_ns)
+
+    def drop(self, topic: str) -> None:
+        self.topics[topic] = []
+        self.source.pop(topic, None)
 
     def __getitem__(self, topic: str) -> list[Sample]:
         return self.topics.get(topic, [])

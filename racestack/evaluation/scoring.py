@@ -63,7 +63,7 @@ def _missing(rec: Recording, output: str, truth: str) -> str | None:
     if not rec.has(truth):
         return f"no ground truth: {truth} is not in the bag"
     if not rec.has(output):
-        return f"no output: {output} was not published (slot disabled or failing)"
+        return f"no output: {output} was not published by the evaluated stack (slot disabled or failing)"
     return None
 
 
@@ -201,6 +201,11 @@ def score(bags: Sequence[str | Path], result: RunResult | None = None) -> Scorec
     """All metrics of the recorded run(s); ``result`` adds end-to-end latency and drops."""
     rec = Recording(bags, TOPICS)
     card = Scorecard()
+    if result is not None:
+        produced = Path(result.output_bag)
+        for topic in (*LATENCY_OUTPUTS, DIAGNOSTICS):
+            if rec.source.get(topic) not in (None, produced):
+                rec.drop(topic)
     for scorer in (score_segmentation, score_detection, score_tracking, score_planning, read_diagnostics):
         try:
             scorer(rec, card)
