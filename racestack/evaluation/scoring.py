@@ -144,8 +144,11 @@ def score_tracking(rec: Recording, card: Scorecard) -> None:
     if not gt_frames or not any(len(f) for f in gt_frames):
         card.skipped["tracking"] = f"no ground-truth object within {TRACKING_RANGE_M:g} m of the ego"
         return
-    summary = evaluate_tracking([(gt_frames, track_frames)]).summary()
-    card.metrics.update({f"tracking.{k}": float(v) for k, v in summary.items()})
+    result = evaluate_tracking([(gt_frames, track_frames)])
+    card.metrics.update({f"tracking.{k}": float(v) for k, v in result.summary().items()})
+    for entry in result.classes:
+        for key in ("amota", "mota", "ids", "gt"):
+            card.metrics[f"tracking.{entry.name}.{key}"] = float(getattr(entry, key))
     card.metrics["tracking.frames"] = len(gt_frames)
 
 
