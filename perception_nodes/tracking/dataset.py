@@ -10,7 +10,7 @@ would see it on /localization/odometry. One ``.npz`` per run:
 - ``det`` (N,) OBJECT_DTYPE in base_link, ``det_frame`` (N,), ``det_gt`` (N,) instance id or -1;
 - ``gt`` (M,) OBJECT_DTYPE in map (``track_id`` = instance id, true velocities), ``gt_frame`` (M,),
   ``gt_visible`` (M,): in detector range and not hidden (what evaluation scores);
-- ``meta``: JSON (scenario, seed, rate, noise model).
+- ``meta``: JSON (scenario, whether it is held out, seed, rate, traffic, noise model).
 """
 
 from __future__ import annotations
@@ -145,10 +145,11 @@ def export_run(
     traffic: int = 0,
 ) -> TrackingSequence:
     """Run a scenario with the expert and record detections, odometry and ground truth at ``rate``."""
-    from simulation.scenario import load_scenario
+    from simulation.scenario import load_scenario, scenario_path
     from simulation.simulation import Simulation
 
     spec = load_scenario(scenario)
+    heldout = not isinstance(scenario, dict) and "heldout" in scenario_path(scenario).parent.parts
     spec = add_traffic(spec, traffic, np.random.default_rng([seed, 11])) if traffic else spec
     sim = Simulation.from_scenario(spec, seed=seed)
     every = max(1, round(sim.scenario.rate / rate))
@@ -187,6 +188,7 @@ def export_run(
             "scenario": sim.scenario.source or sim.scenario.name,
             "seed": seed,
             "rate": sim.scenario.rate / every,
+            "heldout": heldout,
             "traffic": traffic,
             "noise": asdict(noise),
         },

@@ -177,10 +177,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perception_nodes.tracking.evaluation", description=__doc__)
     configure(parser)
-    return run(parser.parse_args())
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

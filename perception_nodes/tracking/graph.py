@@ -20,7 +20,7 @@ VELOCITY_SCALE = 20.0
 OFFSET_SCALE = 4.0
 TIME_SCALE = 0.5
 
-DET_FEATURES = 18
+DET_FEATURES = 20
 TRACK_FEATURES = DET_FEATURES + 3
 EDGE_FEATURES = 14
 
@@ -102,7 +102,8 @@ def object_features(
     scores: np.ndarray,
     ego: EgoState,
 ) -> np.ndarray:
-    """(N, DET_FEATURES): position and velocity relative to the ego, log size, heading, class, score."""
+    """(N, DET_FEATURES): position and velocity relative to the ego, log size, heading, class, score,
+    and the ego's own velocity (so "still in map" is known: minus the ego's velocity)."""
     n = boxes.shape[0]
     out = np.zeros((n, DET_FEATURES), np.float32)
     out[:, 0:2] = ego.to_local(boxes[:, :2] - (ego.x, ego.y)) / POSITION_SCALE
@@ -115,6 +116,7 @@ def object_features(
     out[:, 10] = known
     out[np.arange(n), 11 + classes] = 1.0
     out[:, 17] = scores
+    out[:, 18:20] = ego.to_local(np.array([[ego.vx, ego.vy]]))[0] / VELOCITY_SCALE
     return out
 
 

@@ -157,7 +157,7 @@ def head(width: int, outputs: int) -> nn.Sequential:
 class MOTFormer(nn.Module):
     """(det_feats, track_feats, track_latent, edge_feats, masks) -> (affinity, velocity, det latent, confidence).
 
-    Shapes: det_feats (B, D, 18), track_feats (B, T, 21), track_latent (B, T, d_model),
+    Shapes: det_feats (B, D, 20), track_feats (B, T, 23), track_latent (B, T, d_model),
     edge_feats (B, D, T, 14), edge_mask (B, D, T), det_mask (B, D, D), track_mask (B, T, T);
     affinity (B, D, T), velocity (B, D, 2) relative to the ego in its axes / VELOCITY_SCALE,
     det_latent (B, D, d_model): what a track matched (or born) from each detection carries on;

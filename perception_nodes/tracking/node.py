@@ -61,7 +61,8 @@ PARAMS = (
         "Track scores from the detections or the model's confidence; empty: model for 3dmotformer.",
         choices=("", "detection", "model"),
     ),
-    Param("max_age", 3, "Frames a track may go unmatched (coasting) before it is deleted.", min=0, max=1000),
+    Param("max_age", 8, "Frames a car (or other) track may coast unmatched before it is deleted.", min=0, max=1000),
+    Param("flying_max_age", 3, "Frames a flying-object track may coast unmatched.", min=0, max=1000),
     Param("min_hits", 1, "Matches a track needs before it is published.", min=1, max=1000),
     Param("birth_score", 0.0, "Detections below this score do not start tracks.", min=0.0, max=1.0),
     Param("coast_score_factor", 0.5, "Output score factor per coasted frame.", min=0.0, max=1.0),
@@ -110,6 +111,7 @@ class TrackerNode(RacestackNode):
         self.config = method_config(
             p.method,
             max_age=p.max_age,
+            flying_max_age=p.flying_max_age,
             birth_score=p.birth_score,
             min_hits=p.min_hits,
             coast_score_factor=p.coast_score_factor,

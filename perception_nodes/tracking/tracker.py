@@ -7,7 +7,8 @@ cycle is common so that the baselines and 3DMOTFormer are compared on equal term
 - birth: every unmatched detection with score >= ``birth_score`` starts a track;
 - coasting: an unmatched track moves at constant velocity; its output score is multiplied by
   ``coast_score_factor`` per missed frame;
-- death: after more than ``max_age`` consecutive missed frames;
+- death: after more than ``max_age`` consecutive missed frames (``flying_max_age`` for drones,
+  birds, airplanes and helicopters, which a camera sees only briefly from a racing car);
 - output: tracks seen at least ``min_hits`` times; a track seen once scores ``new_score_factor``
   times its detection's score (``score_source: model``: 3DMOTFormer's confidence instead).
 """
@@ -22,8 +23,10 @@ import numpy as np
 from perception_nodes.tracking.association import METHODS, associate
 from perception_nodes.tracking.graph import VELOCITY_SCALE, Gates, Graph, build_graph
 from perception_nodes.tracking.state import Detections, EgoState, Tracks, tracks_to_table
+from racestack.objects import CLASS_ID, FLYING_CLASSES
 
 TRACKER_METHODS = ("3dmotformer", "kalman", "greedy")
+FLYING_IDS = np.array([CLASS_ID[name] for name in FLYING_CLASSES])
 SCORE_SOURCES = ("detection", "model")
 
 
@@ -31,7 +34,8 @@ SCORE_SOURCES = ("detection", "model")
 class TrackerConfig:
     """Life-cycle and association settings shared by all methods."""
 
-    max_age: int = 3
+    max_age: int = 8
+    flying_max_age: int = 3
     birth_score: float = 0.0
     min_hits: int = 1
     coast_score_factor: float = 0.5
@@ -46,8 +50,12 @@ class TrackerConfig:
             raise ValueError(f"association '{self.association}' is not one of {METHODS}")
         if self.score_source not in SCORE_SOURCES:
             raise ValueError(f"score_source '{self.score_source}' is not one of {SCORE_SOURCES}")
-        if self.max_age < 0 or self.min_hits < 1:
-            raise ValueError("max_age must be >= 0 and min_hits >= 1")
+        if min(self.max_age, self.flying_max_age) < 0 or self.min_hits < 1:
+            raise ValueError("max_age and flying_max_age must be >= 0 and min_hits >= 1")
+
+    def max_misses(self, classes: np.ndarray) -> np.ndarray:
+        """Missed frames each track may coast through, by class."""
+        return np.where(np.isin(classes, FLYING_IDS), self.flying_max_age, self.max_age)
 
 
 class IdSource:
@@ -109,7 +117,7 @@ class Tracker(ABC):
         coasting = tracks.take(unmatched)
         coasting.misses = coasting.misses + 1
         coasting.age = coasting.age + 1
-        coasting = coasting.take(coasting.misses <= self.config.max_age)
+        coasting = coasting.take(coasting.misses <= self.config.max_misses(coasting.classes))
 
         free = np.ones(len(dets), bool)
         free[det_index] = False

@@ -317,9 +317,9 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(**{name: getattr(args, name) for name in asdict(TrainConfig())})
     sequences = load_sequences(args.data)
-    scenarios = {s.meta.get("scenario", "") for s in sequences}
-    if any("heldout" in str(name) for name in scenarios):
-        raise SystemExit(f"{args.data} holds held-out scenarios; training must never use them")
+    heldout = sorted(s.name for s in sequences if s.meta.get("heldout"))
+    if heldout:
+        raise SystemExit(f"{args.data} holds held-out scenarios ({', '.join(heldout)}); training must never use them")
     training, validation = split_validation(sequences, args.validation_fraction)
     print(f"training on {len(training)} sequences, validating on {len(validation)}; {cfg}", flush=True)
     result = train(training, validation, cfg, args.out, method_config("3dmotformer"))
