@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,12 +47,16 @@ class LaunchSession:
         self.nodes: list[NodeProcess] = []
         self.failures: list[str] = []
 
-    def start(self) -> LaunchSession:
-        for spec in self.specs[:1]:
-            warning = transport_warning(spec.env)
+    def start(self, only: Collection[str] | None = None) -> LaunchSession:
+        """Start every node (or those named in ``only``) that is not running yet."""
+        if not self.nodes:
+            warning = transport_warning(self.specs[0].env) if self.specs else None
             if warning:
                 self.echo(f"[racestack launch] warning: {warning}")
+        started = {n.spec.name for n in self.nodes}
         for spec in self.specs:
+            if spec.name in started or (only is not None and spec.name not in only):
+                continue
             popen = subprocess.Popen(
                 spec.cmd,
                 env=spec.env,

@@ -17,6 +17,9 @@ os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
 os.environ.setdefault("RACESTACK_CACHE", tempfile.mkdtemp(prefix="racestack-test-cache-"))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+# Own temp root per session: pytest deletes all but the 3 newest numbered folders of a shared root,
+# which removes a long session's files when other sessions run beside it on the same machine.
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.mkdtemp(prefix="racestack-pytest-"))
 
 import pytest
 from support import REAL_DATA

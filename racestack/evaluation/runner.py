@@ -204,7 +204,9 @@ def run_on_bag(
         recorder.start()
         _wait_ready(session, partial(replayer.wait_for_subscribers, 0.0, inputs), "inputs not subscribed",
                     STARTUP_TIMEOUT_S)
-        _wait_ready(session, lambda: recorder.wait_for_topics([answer], 0.0), f"{answer} not advertised", 60.0)
+        outputs = graph.outputs()
+        _wait_ready(session, partial(recorder.wait_for_topics, outputs, 0.0), f"outputs not advertised: {outputs}",
+                    60.0)
         time.sleep(1.0)
         _replay(replayer, session, answers, result, mode, rate, timeout_s, Progress(frames) if progress else None)
         time.sleep(1.0)
@@ -278,9 +280,14 @@ def run_closed_loop(
     sim_time = [0.0]
     probe.collect(Clock, "/clock", keep=1, callback=lambda msg: sim_time.__setitem__(0, stamp_to_ns(msg.clock) / 1e9))
     start = time.monotonic()
+    stack = [n.name for n in graph.nodes if n.slot != "simulator"]
+    outputs = [t for s in graph.enabled_slots() if s != "simulator" for t in graph.contracts[s].outputs]
     try:
-        session.start()
+        session.start(only=stack)
         recorder.start()
+        _wait_ready(session, partial(recorder.wait_for_topics, outputs, 0.0), f"outputs not advertised: {outputs}",
+                    STARTUP_TIMEOUT_S)
+        session.start()
         _wait_ready(session, lambda: sim_time[0] > 0.0, "no /clock from the simulator", STARTUP_TIMEOUT_S)
         begin = sim_time[0]
         bar = Progress(duration_s) if progress else None
