@@ -91,18 +91,28 @@ def test_motion_compensation_puts_a_static_wall_back_on_its_cells():
     assert _near(stacked[LITE.bev.sweeps - 1] > 0, current) < 0.2
 
 
-def test_torch_path_matches_numpy_path():
-    """The code path a CUDA device takes (torch ops), run on the CPU against the numpy path."""
-    poses = [(0.0, 0.0, 0.0), (4.0, 0.3, 0.05), (8.0, 0.9, 0.1)]
+@pytest.mark.parametrize("lidar_pose", [LIDAR_POSE, (1.2, 0.3, 1.5, 0.02, -0.03, 0.4)])
+def test_torch_path_matches_compiled_cpu_path(lidar_pose):
+    """The code path a CUDA device takes (torch ops), run on the CPU against the compiled CPU pass,
+    also with a rotated LiDAR; a strided (N, 4) view, as a PointCloud2 with padding gives, and a
+    cloud without intensity go through the CPU pass too."""
+    poses = [(0.0, 0.0, 0.0), (4.0, 0.3, 0.05), (8.0, 0.9, 0.1), (12.0, 1.8, 0.15)]
     rng = np.random.default_rng(0)
     clutter = sensor_points(rng.uniform([-60, -60, -1.5], [60, 60, 3.0], size=(5000, 3)), intensity=0.3)
-    numpy_encoder = BevEncoder(LITE.bev, LIDAR_POSE)
-    torch_encoder = BevEncoder(LITE.bev, LIDAR_POSE, use_torch=True)
+    cpu_encoder = BevEncoder(LITE.bev, lidar_pose)
+    torch_encoder = BevEncoder(LITE.bev, lidar_pose, use_torch=True)
     for pose in poses:
         points = np.concatenate([_wall(pose), clutter])
-        expected = numpy_encoder.encode(points, pose)
+        padded = np.zeros((points.shape[0], 6), dtype=np.float32)
+        padded[:, :4] = points
+        expected = cpu_encoder.encode(padded[:, :4], pose)
         actual = torch_encoder.encode(points, pose)
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    assert float(expected[0].sum()) > 100 and float(expected[LITE.bev.sweeps - 1].sum()) > 100
+    no_intensity = BevEncoder(LITE.bev, lidar_pose).encode(points[:, :3], None)
+    names = LITE.bev.channel_names()
+    assert float(no_intensity[names.index("intensity")].abs().sum()) == 0.0
+    torch.testing.assert_close(no_intensity[0], expected[0])
 
 
 def test_unknown_pose_drops_history():

@@ -5,9 +5,12 @@ static wall appears 16 times. Here every past sweep keeps its obstacle cells (at
 times the grid resolution) with the ego pose it was taken at, and each new frame re-bins them
 through the relative pose, so static structure stays put and only moving things smear.
 
-The same vectorized code runs on numpy (CPU: single-threaded numpy beats torch's CPU kernels on
-these scatter-heavy, few-FLOP operations) or on torch for a CUDA device, so the BEV is built on
-the node's own device. No per-point Python.
+Each point is transformed into the grid once and accumulated into per-cell sums (count, highest
+point, intensity, obstacle flags): on the CPU in one compiled pass over the points (numba), on a
+CUDA device with torch scatter operations, so the BEV is built on the node's own device. The
+channels are then computed on the occupied cells only. The single pass matters on the CPU: the
+vectorized numpy formulation needs four random scatters into the grid plus a dozen passes over the
+points, and cache misses in the scatters dominate (200k points: ~4.5 ms against ~1.5 ms).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 import torch
 
@@ -34,6 +38,54 @@ def relative_pose(current: Sequence[float], past: Sequence[float]) -> tuple[floa
     c, s = math.cos(cyaw), math.sin(cyaw)
     dx, dy = px - cx, py - cy
     return c * dx + s * dy, -s * dx + c * dy, pyaw - cyaw
+
+
+@numba.njit(
+    "void(float32[:, :], float32[:, ::1], int64, int64, float32, float32, float32, float32,"
+    " int32[::1], float32[::1], float32[::1], boolean[::1], boolean[::1])",
+    cache=True,
+    nogil=True,
+)
+def _accumulate(cloud, affine, width, height, z_min, z_max, obstacle_z, factor, counts, top, intensity, obstacle, fine):
+    """One pass over the points (sensor frame): per-cell count, highest z, summed intensity, obstacle
+    flag, and the flags of the obstacle sub-cells (``factor`` per cell side) kept for later frames.
+
+    Same float32 operations in the same order as ``BevEncoder._accumulate_torch``, so both put a
+    point in the same cell. Non-finite points fail every comparison and are skipped.
+    """
+    fine_width = width * int(factor)
+    with_intensity = cloud.shape[1] > 3
+    # Local copies: the compiler cannot rule out that the float32 outputs alias ``affine``, and
+    # reloading it for every point costs ~40 %.
+    a00, a01, a02, a03 = affine[0, 0], affine[0, 1], affine[0, 2], affine[0, 3]
+    a10, a11, a12, a13 = affine[1, 0], affine[1, 1], affine[1, 2], affine[1, 3]
+    a20, a21, a22, a23 = affine[2, 0], affine[2, 1], affine[2, 2], affine[2, 3]
+    for i in range(cloud.shape[0]):
+        x, y, z = cloud[i, 0], cloud[i, 1], cloud[i, 2]
+        gx = x * a00 + y * a01 + z * a02 + a03
+        gy = x * a10 + y * a11 + z * a12 + a13
+        h = x * a20 + y * a21 + z * a22 + a23
+        if not (gx >= 0 and gx < width and gy >= 0 and gy < height and h >= z_min and h < z_max):
+            continue
+        cell = int(gy) * width + int(gx)
+        counts[cell] += 1
+        top[cell] = max(top[cell], h)
+        if with_intensity:
+            intensity[cell] += cloud[i, 3]
+        if h >= obstacle_z:
+            obstacle[cell] = True
+            fine[int(gy * factor) * fine_width + int(gx * factor)] = True
+
+
+@dataclass
+class _Accumulated:
+    """Per-cell sums of one sweep (flat cell indices) that the channels are computed from."""
+
+    counts: Any
+    top: Any
+    intensity: Any | None
+    obstacle: Any
+    fine: Any
 
 
 class _Ops:
@@ -59,14 +111,6 @@ class _Ops:
 
     def flatnonzero(self, mask: Any) -> Any:
         return torch.nonzero(mask).squeeze(1) if self.torch else np.flatnonzero(mask)
-
-    def scatter_max(self, size: int, index: Any, values: Any) -> Any:
-        if self.torch:
-            top = torch.full((size,), -math.inf, device=self.device)
-            return top.scatter_reduce_(0, index, values, reduce="amax")
-        top = np.full(size, -np.inf, dtype=np.float32)
-        np.maximum.at(top, index, values)
-        return top
 
     def floats(self, values: Any) -> Any:
         return values.float() if self.torch else values.astype(np.float32)
@@ -94,18 +138,21 @@ class BevEncoder:
         device: str | torch.device = "cpu",
         use_torch: bool | None = None,
     ) -> None:
-        """``use_torch`` None: numpy on the CPU, torch on any other device (True forces torch, for tests)."""
+        """``use_torch`` None: the compiled pass on the CPU, torch on any other device (True forces
+        torch, for tests)."""
         if len(lidar_pose) != 6:
             raise ValueError("lidar_pose must be [x, y, z, roll, pitch, yaw]")
         self.config = config
         self.grid = config.grid
         self.device = torch.device(device)
         self.ops = _Ops(self.device, self.device.type != "cpu" if use_torch is None else use_torch)
-        # Rows map sensor (x, y, z, 1) to (grid column, grid row, height in base_link).
+        # Rows map sensor (x, y, z, 1) to (grid column, grid row, height in base_link); float32 as
+        # the points, rounding noise of the rotation (cos(pi/2)) set to exact zeros.
         rotation = rotation_rpy(*lidar_pose[3:])
         scale = np.array([1.0 / self.grid.resolution, 1.0 / self.grid.resolution, 1.0])
         offset = np.array([-self.grid.x_min, -self.grid.y_min, 0.0])
-        self._affine = np.hstack([rotation * scale[:, None], ((np.array(lidar_pose[:3]) + offset) * scale)[:, None]])
+        affine = np.hstack([rotation * scale[:, None], ((np.array(lidar_pose[:3]) + offset) * scale)[:, None]])
+        self._affine = np.where(np.abs(affine) < 1e-12, 0.0, affine).astype(np.float32)
         self._history: deque[_Sweep] = deque(maxlen=max(config.sweeps - 1, 0))
         self._feature_slot = {name: config.sweeps + i for i, name in enumerate(_ordered(config.features))}
 
@@ -126,19 +173,15 @@ class BevEncoder:
         ``pose`` is the ego pose (x, y, yaw) in ``map`` at the sweep's stamp; None means unknown:
         the history is dropped (never stacked unaligned) and only the current sweep is encoded.
         """
-        cfg, ops, xp = self.config, self.ops, self.ops.xp
+        cfg, ops = self.config, self.ops
         height, width = self.grid.shape
-        cells = height * width
         cloud = ops.asarray(points)
         if cloud.ndim != 2 or cloud.shape[1] < 3:
             raise ValueError(f"points must be (N, 3+), got {tuple(cloud.shape)}")
-        gx, gy, z = (self._affine_row(cloud, row) for row in range(3))
-        valid = (gx >= 0) & (gx < width) & (gy >= 0) & (gy < height) & (z >= cfg.z_min) & (z < cfg.z_max)
-        flat = xp.where(valid, ops.index(gy) * width + ops.index(gx), cells)
-        out = ops.zeros((cfg.channels, cells))
-        obstacle = ops.flatnonzero(valid & (z >= cfg.obstacle_z))
-        out[0, flat[obstacle]] = 1.0
-        self._features(out, flat, z, cloud[:, 3] if cloud.shape[1] > 3 else None)
+        sums = self._accumulate_torch(cloud) if ops.torch else self._accumulate_numba(cloud)
+        out = ops.zeros((cfg.channels, height * width))
+        out[0] = ops.floats(sums.obstacle)
+        self._features(out, sums)
         if pose is None:
             self._history.clear()
         else:
@@ -146,48 +189,76 @@ class BevEncoder:
             for age, sweep in enumerate(reversed(self._history), start=1):
                 out[age, self._compensated_cells(sweep, pose)] = 1.0
             if self._history.maxlen:
-                self._history.append(self._history_cells(gx[obstacle], gy[obstacle], pose))
+                self._history.append(self._history_cells(sums.fine, pose))
         return ops.to_tensor(out.reshape(cfg.channels, height, width))
 
-    def _affine_row(self, cloud: Any, row: int) -> Any:
-        """One output coordinate of the sensor->grid transform, skipping zero coefficients."""
-        coefficients = self._affine[row]
-        result = None
-        for column in range(3):
-            if abs(coefficients[column]) > 1e-12:
-                term = cloud[:, column] * float(coefficients[column])
-                result = term if result is None else result + term
-        if result is None:
-            result = cloud[:, 0] * 0.0
-        return result + float(coefficients[3])
+    def _accumulate_numba(self, cloud: np.ndarray) -> _Accumulated:
+        cfg, factor = self.config, self.config.history_factor
+        height, width = self.grid.shape
+        cells = height * width
+        sums = _Accumulated(
+            counts=np.zeros(cells, np.int32),
+            top=np.full(cells, -np.inf, np.float32),
+            intensity=np.zeros(cells, np.float32),
+            obstacle=np.zeros(cells, np.bool_),
+            fine=np.zeros(cells * factor * factor, np.bool_),
+        )
+        _accumulate(
+            cloud, self._affine, width, height, cfg.z_min, cfg.z_max, cfg.obstacle_z, factor,
+            sums.counts, sums.top, sums.intensity, sums.obstacle, sums.fine,
+        )  # fmt: skip
+        if cloud.shape[1] < 4:
+            sums.intensity = None
+        return sums
 
-    def _features(self, out: Any, flat: Any, z: Any, intensity: Any | None) -> None:
+    def _accumulate_torch(self, cloud: torch.Tensor) -> _Accumulated:
+        """The sums of ``_accumulate`` with torch scatter operations (for CUDA devices)."""
+        cfg, ops, factor = self.config, self.ops, self.config.history_factor
+        height, width = self.grid.shape
+        cells = height * width
+        a = self._affine.tolist()
+        gx, gy, z = (cloud[:, 0] * row[0] + cloud[:, 1] * row[1] + cloud[:, 2] * row[2] + row[3] for row in a)
+        keep = ops.flatnonzero(
+            (gx >= 0) & (gx < width) & (gy >= 0) & (gy < height) & (z >= cfg.z_min) & (z < cfg.z_max)
+        )
+        gx, gy, z = gx[keep], gy[keep], z[keep]
+        flat = gy.long() * width + gx.long()
+        high = ops.flatnonzero(z >= cfg.obstacle_z)
+        obstacle = ops.zeros((cells,), "bool")
+        obstacle[flat[high]] = True
+        fine = ops.zeros((cells * factor * factor,), "bool")
+        fine[(gy[high] * factor).long() * (width * factor) + (gx[high] * factor).long()] = True
+        top = torch.full((cells,), -math.inf, device=self.device)
+        return _Accumulated(
+            counts=torch.bincount(flat, minlength=cells),
+            top=top.scatter_reduce_(0, flat, z, reduce="amax"),
+            intensity=torch.bincount(flat, weights=cloud[keep, 3], minlength=cells) if cloud.shape[1] > 3 else None,
+            obstacle=obstacle,
+            fine=fine,
+        )
+
+    def _features(self, out: Any, sums: _Accumulated) -> None:
+        """Height, intensity and density of the current sweep, on the occupied cells only."""
         cfg, ops, xp = self.config, self.ops, self.ops.xp
-        size = out.shape[1]
-        counts = xp.bincount(flat, minlength=size + 1)[:size]
-        occupied = counts > 0
+        occupied = ops.flatnonzero(sums.counts)
+        points = ops.floats(sums.counts[occupied])
         if "density" in cfg.features:
-            out[self._feature_slot["density"]] = xp.log1p(counts * 1.0) / _DENSITY_NORM
+            out[self._feature_slot["density"], occupied] = xp.log1p(points) / _DENSITY_NORM
         if "height" in cfg.features:
-            top = ops.scatter_max(size + 1, flat, z)[:size]
-            out[self._feature_slot["height"]] = xp.where(occupied, top / cfg.height_scale, 0.0)
-        if "intensity" in cfg.features and intensity is not None:
-            total = xp.bincount(flat, weights=intensity, minlength=size + 1)[:size]
-            mean = total / xp.clip(counts, 1, None) / cfg.intensity_scale
-            out[self._feature_slot["intensity"]] = xp.clip(mean, 0.0, 1.0)
+            out[self._feature_slot["height"], occupied] = sums.top[occupied] / cfg.height_scale
+        if "intensity" in cfg.features and sums.intensity is not None:
+            mean = sums.intensity[occupied] / points / cfg.intensity_scale
+            out[self._feature_slot["intensity"], occupied] = xp.clip(mean, 0.0, 1.0)
 
-    def _history_cells(self, gx: Any, gy: Any, pose: tuple[float, float, float]) -> _Sweep:
-        """Unique obstacle sub-cells of this sweep as metric centres: what later frames re-bin."""
+    def _history_cells(self, fine: Any, pose: tuple[float, float, float]) -> _Sweep:
+        """Obstacle sub-cells of this sweep as metric centres: what later frames re-bin."""
         ops = self.ops
         factor = self.config.history_factor
-        fine = self.grid.width * factor
-        fine_flat = ops.index(gy * factor) * fine + ops.index(gx * factor)
-        occupied = ops.zeros((fine * self.grid.height * factor,), "bool")
-        occupied[fine_flat] = True
-        cells = ops.flatnonzero(occupied)
+        fine_width = self.grid.width * factor
+        cells = ops.flatnonzero(fine)
         step = self.grid.resolution / factor
-        x = (cells % fine) * step + (self.grid.x_min + step / 2)
-        y = (cells // fine) * step + (self.grid.y_min + step / 2)
+        x = (cells % fine_width) * step + (self.grid.x_min + step / 2)
+        y = (cells // fine_width) * step + (self.grid.y_min + step / 2)
         return _Sweep(x=ops.floats(x), y=ops.floats(y), pose=pose)
 
     def _compensated_cells(self, sweep: _Sweep, pose: tuple[float, float, float]) -> Any:
