@@ -15,6 +15,7 @@ from perception_nodes.ppn.config import LITE, NetConfig, PpnConfig
 from perception_nodes.ppn.losses import mssce, reconstruction_loss, segmentation_loss, sobel_edges
 from perception_nodes.ppn.models import load_network, network_spec, save_checkpoint
 from perception_nodes.ppn.networks import PyramidNet, build
+from perception_nodes.ppn.pipeline import labels_from_logits
 from perception_nodes.ppn.poses import PoseBuffer
 from racestack.errors import ModelFileError
 from racestack.inference import export_onnx, parity
@@ -153,6 +154,16 @@ def test_output_shapes_and_classes():
     x = torch.zeros(2, TINY.bev.channels, 64, 64)
     assert build("segmentation", TINY)(x).shape == (2, 4, 64, 64)
     assert build("reconstruction", TINY)(x).shape == (2, 2 + len(TINY.horizons), 64, 64)
+
+
+def test_labels_are_the_argmax_with_ties_to_the_lower_class():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(1, 4, 40, 30)).astype(np.float32)
+    logits[0, 2, :5] = logits[0, 1, :5]  # ties between classes 1 and 2
+    logits[0, 3, 5:9] = logits[0].max(axis=0)[5:9]  # ties with the best class
+    labels = labels_from_logits(logits)
+    assert labels.dtype == np.int8
+    np.testing.assert_array_equal(labels, np.argmax(logits[0], axis=0))
 
 
 def test_sides_that_do_not_divide_by_the_pyramid_are_padded():

