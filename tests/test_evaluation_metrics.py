@@ -59,6 +59,7 @@ def test_trajectory_l2_at_horizons() -> None:
     actual_xy = np.stack([actual_t * 10.0, np.zeros_like(actual_t)], axis=1)
     times = np.linspace(0, 3, 31)
     plan_xy = np.stack([times * 10.0, times * 1.0], axis=1)
-    result = trajectory_l2([(0.0, times, plan_xy), (8.0, times + 8.0, plan_xy + [80.0, 0.0])], actual_t, actual_xy)
+    later = plan_xy + np.array([80.0, 0.0])
+    result = trajectory_l2([(0.0, times, plan_xy), (8.0, times + 8.0, later)], actual_t, actual_xy)
     assert result["l2_1s"] == pytest.approx(1.0) and result["l2_2s"] == pytest.approx(2.0)
     assert result["l2_3s"] == pytest.approx(3.0)

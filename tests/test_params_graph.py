@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -102,7 +103,7 @@ def test_bad_node_keys_are_named() -> None:
         resolve_graph({"slots": {"a": {"name": "a", "entry": "x", "paramters": {}}}})
     with pytest.raises(GraphError, match="missing key 'entry'"):
         resolve_graph({"slots": {"a": {"name": "a"}}})
-    with pytest.raises(GraphError, match="--set expects NODE.PARAM=VALUE"):
+    with pytest.raises(GraphError, match=r"--set expects NODE\.PARAM=VALUE"):
         parse_overrides([], ["justakey=1"])
 
 
@@ -112,13 +113,13 @@ def test_processes_carry_params_remaps_env_and_threads(tmp_path) -> None:
     processes = graph_to_processes(resolve_graph(data), tmp_path, python="py", base_env={"PATH": "/bin"})
     sensor = processes[0]
     assert sensor.cmd[:4] == ["py", "-m", "racestack.entry", "cloud_relay"]
-    assert ["-r", "__node:=sensor"] == sensor.cmd[5:7] and "/in:=/points" in sensor.cmd
+    assert sensor.cmd[5:7] == ["-r", "__node:=sensor"] and "/in:=/points" in sensor.cmd
     assert sensor.env["FASTDDS_BUILTIN_TRANSPORTS"] == "LARGE_DATA" and sensor.env["A"] == "1"
-    params = yaml.safe_load(open(sensor.params_file))
+    params = yaml.safe_load(Path(sensor.params_file).read_text())
     assert params == {"sensor": {"ros__parameters": {"use_sim_time": True}}}
     rec = next(p for p in processes if p.name == "rec")
     assert rec.env["OMP_NUM_THREADS"] == "1"
-    assert yaml.safe_load(open(rec.params_file))["rec"]["ros__parameters"]["device"] == "cuda:1"
+    assert yaml.safe_load(Path(rec.params_file).read_text())["rec"]["ros__parameters"]["device"] == "cuda:1"
 
 
 def test_shipped_graphs_resolve(tmp_path) -> None:

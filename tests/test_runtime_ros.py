@@ -17,7 +17,7 @@ import psutil
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
-from sensor_msgs.msg import Image, PointCloud2
+from sensor_msgs.msg import PointCloud2
 from support import REPO, diagnostics_values, launched
 
 from racestack.image import array_to_image
@@ -209,7 +209,7 @@ def test_racestack_launch_stops_everything_on_sigint_within_5s() -> None:
     start = time.monotonic()
     cli.send_signal(signal.SIGINT)
     output, _ = cli.communicate(timeout=10.0)
-    gone, alive = psutil.wait_procs(children, timeout=max(0.1, 5.0 - (time.monotonic() - start)))
+    _, alive = psutil.wait_procs(children, timeout=max(0.1, 5.0 - (time.monotonic() - start)))
     elapsed = time.monotonic() - start
     assert not alive, f"still running after SIGINT: {[p.pid for p in alive]}"
     assert elapsed <= 5.0, f"stop took {elapsed:.1f} s"

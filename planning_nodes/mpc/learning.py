@@ -133,14 +133,7 @@ class WeightedQP:
         flat = torch.cat([torch.as_tensor(v, dtype=torch.float64).reshape(-1) for v in values.values()])
         theta = base.index_put((index,), flat)
         x = _Solve.apply(theta, self.qp)
-        z = self._variable(x, self.problem.z)
-        u = self._variable(x, self.problem.u)
-        return z.T, u.T
-
-    def _variable(self, x: torch.Tensor, var) -> torch.Tensor:
-        col = self.qp._var_cols[var.id]
-        flat = x[col : col + var.size]
-        return flat.reshape(var.shape[::-1]).T  # Fortran order
+        return self.problem.trajectory(x, stage.z0)
 
 
 def _torch_stage(stage: Stage) -> Stage:

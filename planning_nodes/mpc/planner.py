@@ -38,7 +38,7 @@ class PlannerConfig:
     eps: float = 1e-3
     qp_max_iter: int = 1000  # the node's time_limit_ms bounds it in real time
     accept_residual: float = 0.05
-    max_iterations: int = 3
+    max_iterations: int = 1  # warm cycles: one SCP iteration (real-time iteration); cold: cold_iterations
     cold_iterations: int = 3
     tolerance: float = 0.3
     time_limit_s: float = 0.05  # 0: no time limit (headless evaluation: results independent of load)
@@ -68,6 +68,7 @@ class MpcPlanner:
             config.lateral_margin,
             config.longitudinal_margin,
             bound_margin=config.bound_margin,
+            brake=0.8 * vehicle.max_brake,
         )
         self.problem = MpcProblem(vehicle, config.horizon, config.dt, config.opponent_slots, config.slack)
         self.fallback = Fallback(track, vehicle, self.reference.clearance, config.max_shift_s)
@@ -217,7 +218,7 @@ class MpcPlanner:
             # overtaking is judged on the pace the car wants (the profile ahead), not the pace it has
             # while stuck behind someone
             desired = max(ego.v, float(np.max(ref.speed[: max(1, cfg.horizon // 3)])))
-            keep = self.avoidance.build(fc, s_c, d_c, heading_map, desired, frame)
+            keep = self.avoidance.build(fc, s_c, d_c, heading_map, desired, frame, speed_now=ego.v)
         else:
             keep = KeepClear.inactive(cfg.opponent_slots, cfg.horizon)
         local = (
@@ -232,8 +233,10 @@ class MpcPlanner:
         speed_max = np.minimum(ref.speed, np.sqrt(grip / np.maximum(bend, 1e-6)))
         speed_max = np.clip(speed_max, z0[V] - 0.9 * veh.max_brake * t, veh.max_speed)
         speed_max = np.maximum(speed_max, 0.0)
-        # the reference: that bound, where the actuators can take the car from the current speed
-        speed_ref = np.clip(speed_max, z0[V] - 0.8 * veh.max_brake * t, z0[V] + 0.8 * veh.max_accel * t)
+        # the reference: that bound, no faster than the cars being followed allow, where the actuators
+        # can take the car from the current speed
+        wanted = np.minimum(speed_max, keep.speed_cap)
+        speed_ref = np.clip(wanted, z0[V] - 0.8 * veh.max_brake * t, z0[V] + veh.max_accel * t)
         return Stage(
             z0=z0,
             u_prev=self.previous_command,

@@ -22,7 +22,7 @@ import cvxpy as cp
 import numpy as np
 
 from planning_nodes.mpc.compiled import CompiledQP
-from planning_nodes.mpc.model import NU, NX, STEER, Linearization, V
+from planning_nodes.mpc.model import NU, NX, STEER, YAW, Linearization, V, X, Y
 from simulation.vehicles import VehicleParams
 
 SOLVERS = ("OSQP", "CLARABEL")
@@ -124,9 +124,11 @@ WEIGHTED_PARAMETERS = (
     "line_ny",
     "line_b",
     "yaw_w",
-    "yaw_b",
+    "yaw_lin",
+    "yaw_c",
     "speed_w",
-    "speed_b",
+    "speed_lin",
+    "speed_c",
     "steer_w",
     "steer_rate_w",
     "accel_w",
@@ -137,29 +139,36 @@ WEIGHTED_PARAMETERS = (
     "risk_gy",
     "risk_qx",
     "risk_qy",
-    "risk_bx",
-    "risk_by",
+    "risk_lx",
+    "risk_ly",
+    "risk_cx",
+    "risk_cy",
 )
 
 
 def weighted_values(stage: Stage, weights: np.ndarray) -> dict[str, Any]:
     """Parameter values of the problem for a stage and a weight vector (numpy or torch alike).
 
-    Only arithmetic operators are used, so the same function feeds cvxpylayers with torch tensors
-    when the weights are being learned.
+    Only arithmetic operators are used, so the same function feeds the differentiable QP with
+    torch tensors when the weights are being learned. Squares of affine terms are expanded
+    (``w(x - r)² = w·x² - 2wr·x + wr²``) so that cvxpy puts the weight straight into P instead of
+    adding an auxiliary variable and an equality row per step (the large linear terms this gives
+    are why OSQP runs at a relative tolerance of 1e-4, see ``osqp_settings``).
     """
     w = dict(zip(CostWeights.names(), weights, strict=True))
-    s_lat, s_head, s_speed = w["lateral"] ** 0.5, w["heading"] ** 0.5, w["speed"] ** 0.5
-    # sqrt of the data separately: d sqrt(w·h)/dw is undefined where the curvature h is 0
-    q = (0.5 * w["risk"]) ** 0.5 * stage.risk_curv**0.5
+    s_lat = w["lateral"] ** 0.5
+    # the risk curvature enters squared-free: w/2·h per axis (h may be 0, where a square root has no gradient)
+    q = 0.5 * w["risk"] * stage.risk_curv
     return {
         "line_nx": s_lat * stage.line_normal[..., 0],
         "line_ny": s_lat * stage.line_normal[..., 1],
         "line_b": s_lat * stage.line_offset,
-        "yaw_w": s_head,
-        "yaw_b": s_head * stage.yaw_ref,
-        "speed_w": s_speed,
-        "speed_b": s_speed * stage.speed_ref,
+        "yaw_w": w["heading"],
+        "yaw_lin": 2.0 * w["heading"] * stage.yaw_ref,
+        "yaw_c": w["heading"] * stage.yaw_ref**2,
+        "speed_w": w["speed"],
+        "speed_lin": 2.0 * w["speed"] * stage.speed_ref,
+        "speed_c": w["speed"] * stage.speed_ref**2,
         "steer_w": w["steer"],
         "steer_rate_w": w["steer_rate"],
         "accel_w": w["accel"],
@@ -170,20 +179,33 @@ def weighted_values(stage: Stage, weights: np.ndarray) -> dict[str, Any]:
         "risk_gy": w["risk"] * stage.risk_grad[..., 1],
         "risk_qx": q[..., 0],
         "risk_qy": q[..., 1],
-        "risk_bx": q[..., 0] * stage.risk_point[..., 0],
-        "risk_by": q[..., 1] * stage.risk_point[..., 1],
+        "risk_lx": 2.0 * q[..., 0] * stage.risk_point[..., 0],
+        "risk_ly": 2.0 * q[..., 1] * stage.risk_point[..., 1],
+        "risk_cx": q[..., 0] * stage.risk_point[..., 0] ** 2,
+        "risk_cy": q[..., 1] * stage.risk_point[..., 1] ** 2,
     }
 
 
 def stage_values(stage: Stage) -> dict[str, np.ndarray]:
-    """Parameter values that do not depend on the weights."""
-    lin = stage.lin
+    """Parameter values that do not depend on the weights.
+
+    The initial state enters through ``offset``'s first column (its products with the Jacobians
+    are data, not parameter products), so the problem stays DPP.
+    """
+    lin, z0 = stage.lin, np.asarray(stage.z0, dtype=np.float64)
+    offset = np.zeros((NX, lin.offset.shape[0]))
+    offset[:3] = lin.offset.T
+    held = z0[[YAW, V, STEER]]
+    offset[X, 0] += z0[X] + lin.jx[0, :3] @ held
+    offset[Y, 0] += z0[Y] + lin.jy[0, :3] @ held
+    offset[YAW, 0] += z0[YAW] + lin.jyaw[0, :2] @ held[1:]
+    offset[V, 0] = z0[V]
+    offset[STEER, 0] = z0[STEER]
     return {
-        "z0": stage.z0,
         "jx": lin.jx.T,
         "jy": lin.jy.T,
         "jyaw": lin.jyaw.T,
-        "offset": lin.offset.T,
+        "offset": offset,
         "track_nx": stage.track_normal[:, 0],
         "track_ny": stage.track_normal[:, 1],
         "track_lo": stage.track_low,
@@ -212,11 +234,10 @@ class MpcProblem:
         n, m = horizon, opponent_slots
         P = cp.Parameter
         self.params: dict[str, cp.Parameter] = {
-            "z0": P(NX, name="z0"),
             "jx": P((5, n), name="jx"),
             "jy": P((5, n), name="jy"),
             "jyaw": P((4, n), name="jyaw"),
-            "offset": P((3, n), name="offset"),
+            "offset": P((NX, n), name="offset"),
             "track_nx": P(n, name="track_nx"),
             "track_ny": P(n, name="track_ny"),
             "track_lo": P(n, name="track_lo"),
@@ -230,9 +251,11 @@ class MpcProblem:
             "line_ny": P(n, name="line_ny"),
             "line_b": P(n, name="line_b"),
             "yaw_w": P(nonneg=True, name="yaw_w"),
-            "yaw_b": P(n, name="yaw_b"),
+            "yaw_lin": P(n, name="yaw_lin"),
+            "yaw_c": P(n, name="yaw_c"),
             "speed_w": P(nonneg=True, name="speed_w"),
-            "speed_b": P(n, name="speed_b"),
+            "speed_lin": P(n, name="speed_lin"),
+            "speed_c": P(n, name="speed_c"),
             "steer_w": P(nonneg=True, name="steer_w"),
             "steer_rate_w": P(nonneg=True, name="steer_rate_w"),
             "accel_w": P(nonneg=True, name="accel_w"),
@@ -243,11 +266,15 @@ class MpcProblem:
             "risk_gy": P(n, name="risk_gy"),
             "risk_qx": P(n, nonneg=True, name="risk_qx"),
             "risk_qy": P(n, nonneg=True, name="risk_qy"),
-            "risk_bx": P(n, name="risk_bx"),
-            "risk_by": P(n, name="risk_by"),
+            "risk_lx": P(n, name="risk_lx"),
+            "risk_ly": P(n, name="risk_ly"),
+            "risk_cx": P(n, name="risk_cx"),
+            "risk_cy": P(n, name="risk_cy"),
         }
-        self.z = cp.Variable((NX, n + 1), name="z")
-        self.u = cp.Variable((NU, n), name="u")
+        # one variable per state and input (steps 1..N; z0 is a parameter): a quadratic term on a
+        # whole variable goes straight into P, one on a slice would cost an auxiliary variable per step
+        self.states = tuple(cp.Variable(n, name=name) for name in ("x", "y", "yaw", "v", "steer"))
+        self.inputs = tuple(cp.Variable(n, name=name) for name in ("steer_rate", "accel"))
         # attribute-free variables: cvxpy would otherwise substitute new ones during canonicalization
         self.track_slack = cp.Variable(n, name="track_slack")
         self.opp_slack = cp.Variable(n, name="opp_slack")  # one per step, shared by the slots
@@ -258,26 +285,31 @@ class MpcProblem:
 
     # -- construction ---------------------------------------------------------------------------
 
+    def _previous(self, i: int) -> cp.Expression:
+        """State i at steps 0..N-1, with 0 for step 0: z0's part is folded into ``offset`` (a
+        parameter times z0, itself a parameter, would not be DPP)."""
+        return cp.hstack([np.zeros(1), self.states[i][:-1]])
+
     def _constraints(self) -> list:
-        p, z, u, lim = self.params, self.z, self.u, self.limits
-        now, nxt = z[:, :-1], z[:, 1:]
-        cols = (now[2], now[3], now[4], u[0], u[1])
-        px, py = nxt[0], nxt[1]
+        p, lim = self.params, self.limits
+        px, py, yaw, speed, steer = self.states
+        steer_rate, accel = self.inputs
+        cols = (self._previous(YAW), self._previous(V), self._previous(STEER), steer_rate, accel)
         return [
-            z[:, 0] == p["z0"],
             self.track_slack >= 0.0,
             self.opp_slack >= 0.0,
-            nxt[0] == now[0] + sum(cp.multiply(p["jx"][i], c) for i, c in enumerate(cols)) + p["offset"][0],
-            nxt[1] == now[1] + sum(cp.multiply(p["jy"][i], c) for i, c in enumerate(cols)) + p["offset"][1],
-            nxt[2] == now[2] + sum(cp.multiply(p["jyaw"][i], c) for i, c in enumerate(cols[1:])) + p["offset"][2],
-            nxt[3] == now[3] + self.dt * u[1],
-            nxt[4] == now[4] + self.dt * u[0],
-            nxt[V] >= 0.0,
-            nxt[V] <= p["speed_max"],
-            cp.abs(nxt[STEER]) <= lim.max_steer,
-            cp.abs(u[0]) <= lim.max_steer_rate,
-            u[1] >= -lim.max_brake,
-            u[1] <= p["accel_max"],
+            px == self._previous(X) + sum(cp.multiply(p["jx"][i], c) for i, c in enumerate(cols)) + p["offset"][X],
+            py == self._previous(Y) + sum(cp.multiply(p["jy"][i], c) for i, c in enumerate(cols)) + p["offset"][Y],
+            yaw == self._previous(YAW) + sum(cp.multiply(p["jyaw"][i], c) for i, c in enumerate(cols[1:]))
+            + p["offset"][YAW],
+            speed == self._previous(V) + self.dt * accel + p["offset"][V],
+            steer == self._previous(STEER) + self.dt * steer_rate + p["offset"][STEER],
+            speed >= 0.0,
+            speed <= p["speed_max"],
+            cp.abs(steer) <= lim.max_steer,
+            cp.abs(steer_rate) <= lim.max_steer_rate,
+            accel >= -lim.max_brake,
+            accel <= p["accel_max"],
             cp.multiply(p["track_nx"], px) + cp.multiply(p["track_ny"], py) >= p["track_lo"] - self.track_slack,
             cp.multiply(p["track_nx"], px) + cp.multiply(p["track_ny"], py) <= p["track_hi"] + self.track_slack,
             cp.multiply(p["opp_nx"], cp.vstack([px] * self.opponent_slots))
@@ -286,29 +318,52 @@ class MpcProblem:
         ]
 
     def _objective(self) -> cp.Expression:
-        p, z, u, sw = self.params, self.z, self.u, self.slack
-        px, py, yaw, speed, steer = z[0, 1:], z[1, 1:], z[2, 1:], z[3, 1:], z[4, 1:]
+        p, sw = self.params, self.slack
+        px, py, yaw, speed, steer = self.states
+        steer_rate, accel = self.inputs
         lateral = cp.multiply(p["line_nx"], px) + cp.multiply(p["line_ny"], py) - p["line_b"]
-        risk_lin = cp.sum(cp.multiply(p["risk_gx"], px) + cp.multiply(p["risk_gy"], py))
-        risk_quad = cp.sum_squares(cp.multiply(p["risk_qx"], px) - p["risk_bx"]) + cp.sum_squares(
-            cp.multiply(p["risk_qy"], py) - p["risk_by"]
+        risk = (
+            p["risk_gx"] @ px
+            + p["risk_gy"] @ py
+            + cp.sum(cp.multiply(p["risk_qx"], cp.square(px)) + cp.multiply(p["risk_qy"], cp.square(py)))
+            - p["risk_lx"] @ px
+            - p["risk_ly"] @ py
+            + cp.sum(p["risk_cx"] + p["risk_cy"])
         )
         return (
             cp.sum_squares(lateral)
-            + cp.sum_squares(p["yaw_w"] * yaw - p["yaw_b"])
-            + cp.sum_squares(p["speed_w"] * speed - p["speed_b"])
+            + p["yaw_w"] * cp.sum_squares(yaw) - p["yaw_lin"] @ yaw + cp.sum(p["yaw_c"])
+            + p["speed_w"] * cp.sum_squares(speed) - p["speed_lin"] @ speed + cp.sum(p["speed_c"])
             + p["steer_w"] * cp.sum_squares(steer)
-            + p["steer_rate_w"] * cp.sum_squares(u[0])
-            + p["accel_w"] * cp.sum_squares(u[1])
-            + p["jerk_w"] * cp.sum_squares(cp.diff(u[1]))
-            + cp.square(p["jerk_sw"] * u[1, 0] - p["jerk_b0"])
-            + risk_lin
-            + risk_quad
+            + p["steer_rate_w"] * cp.sum_squares(steer_rate)
+            + p["accel_w"] * cp.sum_squares(accel)
+            + p["jerk_w"] * cp.sum_squares(cp.diff(accel))
+            + cp.square(p["jerk_sw"] * accel[0] - p["jerk_b0"])
+            + risk
             + sw.track_linear * cp.sum(self.track_slack)
             + sw.track_quadratic * cp.sum_squares(self.track_slack)
             + sw.opponent_linear * cp.sum(self.opp_slack)
             + sw.opponent_quadratic * cp.sum_squares(self.opp_slack)
-        )
+        )  # fmt: skip
+
+    def trajectory(self, x, z0) -> tuple[Any, Any]:
+        """(states (N+1, 5), inputs (N, 2)) from a primal vector (numpy or torch) and the initial state."""
+        cols = self.qp._var_cols
+        n = self.horizon
+        states = [x[cols[v.id] : cols[v.id] + n] for v in self.states]
+        inputs = [x[cols[v.id] : cols[v.id] + n] for v in self.inputs]
+        if isinstance(x, np.ndarray):
+            return np.vstack([np.asarray(z0, dtype=np.float64), np.column_stack(states)]), np.column_stack(inputs)
+        import torch
+
+        z0 = torch.as_tensor(np.asarray(z0), dtype=x.dtype)
+        return torch.cat([z0[None], torch.stack(states, dim=1)]), torch.stack(inputs, dim=1)
+
+    def warm_vector(self, states: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+        """A primal vector for a warm start from a guess (N+1, 5) / (N, 2); other variables zero."""
+        values = {v: states[1:, i] for i, v in enumerate(self.states)}
+        values.update({v: inputs[:, i] for i, v in enumerate(self.inputs)})
+        return self.qp.pack(values)
 
     # -- use ------------------------------------------------------------------------------------
 
@@ -330,7 +385,7 @@ class MpcProblem:
         """Solve one SCP iteration on the compiled data; never raises on solver trouble."""
         self.qp.set_parameters(self.values(stage, weights))
         if solver == "OSQP":
-            warm_x = None if warm is None else self.qp.pack({self.z: warm[0].T, self.u: warm[1].T})
+            warm_x = None if warm is None else self.warm_vector(*warm)
             result = self.qp.solve_osqp(osqp_settings(eps, time_limit_s, max_iter), warm_x, accept_residual)
         elif solver == "CLARABEL":
             result = self.qp.solve_clarabel(clarabel_settings(eps, time_limit_s))
@@ -338,11 +393,12 @@ class MpcProblem:
             raise ValueError(f"solver '{solver}' is not one of {SOLVERS}")
         if not result.ok:
             return _failed(result.status, result.solve_ms)
+        states, inputs = self.trajectory(result.x, stage.z0)
         return Solution(
             ok=True,
             status=result.status,
-            states=self.qp.variable(result.x, self.z).T,
-            inputs=self.qp.variable(result.x, self.u).T,
+            states=states,
+            inputs=inputs,
             cost=result.objective,
             solve_ms=result.solve_ms,
             track_slack=float(np.max(self.qp.variable(result.x, self.track_slack), initial=0.0)),
@@ -365,8 +421,8 @@ class MpcProblem:
         return Solution(
             ok=True,
             status=status,
-            states=np.asarray(self.z.value.T),
-            inputs=np.asarray(self.u.value.T),
+            states=np.vstack([stage.z0, np.column_stack([v.value for v in self.states])]),
+            inputs=np.column_stack([v.value for v in self.inputs]),
             cost=float(self.problem.value),
             solve_ms=solve_ms,
             track_slack=float(np.max(self.track_slack.value, initial=0.0)),
@@ -375,13 +431,16 @@ class MpcProblem:
 
 
 def osqp_settings(eps: float, time_limit_s: float, max_iter: int = 4000) -> dict[str, Any]:
+    """OSQP at absolute tolerance ``eps`` and relative ``eps / 10`` (the expanded squares give linear
+    terms of ~10² against a cost of ~10²–10³: a relative 1e-3 would leave a cost error of several %)."""
     settings: dict[str, Any] = {
         "eps_abs": eps,
-        "eps_rel": eps,
+        "eps_rel": 0.1 * eps,
         "max_iter": max_iter,
         "polishing": False,
         "adaptive_rho": True,
         "check_termination": 10,
+        "rho": 1.0,
     }
     if time_limit_s > 0:
         settings["time_limit"] = time_limit_s

@@ -126,14 +126,15 @@ def _answer_type(topic: str) -> type:
     return message_class(known.get(topic, "sensor_msgs/msg/PointCloud2"))
 
 
-def _wait_ready(session: LaunchSession, ready: Callable[[], bool], what: str, timeout_s: float) -> None:
+def _wait_ready(session: LaunchSession, ready: Callable[[], bool], what: str | Callable[[], str], timeout_s: float):
     deadline = time.monotonic() + timeout_s
     while not ready():
         dead = session.check()
         if any(n.spec.required for n in dead):
             raise EvaluationError("a node died during start-up:\n" + "\n".join(session.failures))
         if time.monotonic() > deadline:
-            raise EvaluationError(f"the stack was not ready after {timeout_s:.0f} s ({what})")
+            detail = what() if callable(what) else what
+            raise EvaluationError(f"the stack was not ready after {timeout_s:.0f} s ({detail})")
         time.sleep(0.1)
 
 
@@ -202,11 +203,15 @@ def run_on_bag(
     try:
         session.start()
         recorder.start()
-        _wait_ready(session, partial(replayer.wait_for_subscribers, 0.0, inputs), "inputs not subscribed",
-                    STARTUP_TIMEOUT_S)
+        def unsubscribed() -> str:
+            return "no subscriber yet on " + ", ".join(
+                o.topic for o in replayer.outputs.values() if o.publisher.get_subscription_count() == 0
+            )
+
+        _wait_ready(session, partial(replayer.wait_for_subscribers, 0.0, inputs), unsubscribed, STARTUP_TIMEOUT_S)
         outputs = graph.outputs()
-        _wait_ready(session, partial(recorder.wait_for_topics, outputs, 0.0), f"outputs not advertised: {outputs}",
-                    60.0)
+        _wait_ready(session, partial(recorder.wait_for_topics, outputs, 0.0),
+                    lambda: f"not recording yet: {sorted(set(outputs) - recorder.subscribed())}", 60.0)
         time.sleep(1.0)
         _replay(replayer, session, answers, result, mode, rate, timeout_s, Progress(frames) if progress else None)
         time.sleep(1.0)
