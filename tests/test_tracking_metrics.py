@@ -157,3 +157,15 @@ def test_accumulator_counts_a_hand_made_switch_and_fragment():
     acc.update(np.array([1]), np.array([8]), one)  # back, with another id
     result = acc.result()
     assert (result.matches, result.misses, result.switches, result.fragmentations) == (1, 1, 1, 1)
+
+
+def test_rare_class_left_out_of_the_means_on_request():
+    cars = gt_frames(6, {1: (0.0, 0.0)})
+    birds = [table([(2, 50.0, 5.0, 1.0)], class_id=CLASS_ID["bird"])]
+    gt = [np.concatenate([c, birds[0]]) if k == 0 else c for k, c in enumerate(cars)]
+    tracks = [table([(7, c[0]["x"], c[0]["y"], 0.9)]) for c in cars]
+    metrics = evaluate_tracking([(gt, tracks)])
+    assert {c.name: c.gt for c in metrics.classes} == {"car": 6, "bird": 1}
+    assert metrics.summary()["amota"] == pytest.approx(0.5)
+    assert metrics.summary(min_gt=2)["amota"] == pytest.approx(1.0)
+    assert metrics.summary(min_gt=2)["gt"] == 6

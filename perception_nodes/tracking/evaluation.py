@@ -27,6 +27,8 @@ from perception_nodes.tracking.tracker import TRACKER_METHODS, Tracker
 from racestack.objects import OBJECT_CLASSES
 
 AMOTA_MARGIN = 0.03
+# a class needs this many ground-truth boxes in the set to count in the means (AMOTA of 2 boxes is noise)
+MIN_CLASS_BOXES = 100
 # Evaluation range per class (m from the ego, as nuScenes' class_range): ground truth and tracks
 # farther away are not scored. Cars: the lite BEV reach; flying objects: where a camera detection
 # lifted to 3D can still be within the 2 m matching distance.
@@ -39,9 +41,13 @@ class MethodResult:
     method: str
     metrics: TrackingMetrics
     step_ms: np.ndarray
+    min_gt: int = 0
+
+    def summary(self) -> dict[str, float]:
+        return self.metrics.summary(self.min_gt)
 
     def row(self) -> str:
-        s = self.metrics.summary()
+        s = self.summary()
         p50, p99 = np.percentile(self.step_ms, [50, 99]) if self.step_ms.size else (np.nan, np.nan)
         return (
             f"{self.method:<12} {s['amota']:6.3f} {s['amotp']:6.3f} {s['mota']:6.3f} {s['ids']:5d} "
@@ -130,7 +136,7 @@ def per_class_table(results: list[MethodResult]) -> list[str]:
 
 
 def verdict(results: list[MethodResult]) -> str:
-    by_name = {r.method: r.metrics.summary() for r in results}
+    by_name = {r.method: r.summary() for r in results}
     if "3dmotformer" not in by_name or "kalman" not in by_name:
         return ""
     ours, kalman = by_name["3dmotformer"], by_name["kalman"]
@@ -154,6 +160,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine", default="fast", choices=("fast", "motmetrics"), help="CLEAR-MOT engine (same numbers)"
     )
+    parser.add_argument(
+        "--min-class-boxes", type=int, default=MIN_CLASS_BOXES,
+        help="classes with fewer ground-truth boxes are listed per class but left out of the means",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -167,10 +177,14 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for tracker in build_trackers(args.methods, args.checkpoint, args.backend, args.threads):
         result = evaluate_method(tracker, sequences, args.engine)
+        result.min_gt = args.min_class_boxes
         results.append(result)
         print(result.row(), flush=True)
     for line in per_class_table(results):
         print(line)
+    rare = [c.name for c in results[0].metrics.classes if c.gt < args.min_class_boxes] if results else []
+    if rare:
+        print(f"left out of the means (< {args.min_class_boxes} boxes): {', '.join(rare)}")
     line = verdict(results)
     if line:
         print(line)

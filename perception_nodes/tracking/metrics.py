@@ -165,10 +165,16 @@ class TrackingMetrics:
 
     classes: list[ClassMetrics]
 
-    def summary(self) -> dict[str, float]:
-        if not self.classes:
+    def scored(self, min_gt: int = 0) -> list[ClassMetrics]:
+        """Classes with at least ``min_gt`` ground-truth boxes: a class seen a handful of times
+        scores 0 or 1 by chance and would swing a mean over four classes by 0.25."""
+        return [c for c in self.classes if c.gt >= min_gt]
+
+    def summary(self, min_gt: int = 0) -> dict[str, float]:
+        classes = self.scored(min_gt)
+        if not classes:
             return {"amota": float("nan"), "amotp": float("nan"), "mota": float("nan"), "ids": 0}
-        rows = [asdict(c) for c in self.classes]
+        rows = [asdict(c) for c in classes]
         out = {k: float(np.mean([r[k] for r in rows])) for k in ("amota", "amotp", "mota", "motp", "recall")}
         out.update({k: int(sum(r[k] for r in rows)) for k in ("ids", "frag", "fp", "fn", "gt")})
         return out
