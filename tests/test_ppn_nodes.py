@@ -258,8 +258,10 @@ def test_nodes_run_on_real_kitti_and_ouster_data(real_data, checkpoints, tmp_pat
         inputs = [("KITTI HDL-64E scan", cloud(kitti, probe.node.get_clock().now().to_msg()))]
         inputs += [(f"Ouster OS1-64 frame {k}", msg) for k, msg in enumerate(ouster)]
         for count, (name, msg) in enumerate(inputs, start=1):
+            stamps = []
             for _ in range(3):  # sensor QoS is best effort: a frame lost on a loaded machine is sent again
                 msg.header.stamp = probe.node.get_clock().now().to_msg()
+                stamps.append(msg.header.stamp)
                 probe.publish("/sensing/lidar/points", msg)
                 if probe.wait_for(lambda c=count: len(seg.items) >= c and len(rec.items) >= c, 20.0):
                     break
@@ -267,7 +269,7 @@ def test_nodes_run_on_real_kitti_and_ouster_data(real_data, checkpoints, tmp_pat
             labels, _ = occupancy_to_grid(seg.messages()[-1])
             scene = image_to_array(rec.messages()[-1], expect=("32FC4",))
             assert np.isfinite(scene).all()
-            assert seg.messages()[-1].header.stamp == msg.header.stamp
+            assert seg.messages()[-1].header.stamp in stamps  # a slow first answer may be for an earlier send
             points = _cloud_xyz(msg)
             png = tmp_path / f"ppn_real_{count}.png"
             _save_png(png, _bev_view(points), labels.astype(np.int8), scene, name)

@@ -98,8 +98,9 @@ def test_messages_flow_through_two_node_processes(stack) -> None:
         out = by_stamp[(sec, nanosec)]
         assert out.header.frame_id == "lidar"
         np.testing.assert_allclose([out.point.x, out.point.y, out.point.z], mean, rtol=1e-4)
+    assert _latest(probe, diagnostics, "cloud_relay", "frames", 5) >= 5  # diagnostics come once a period
     relay = diagnostics_values(diagnostics.messages(), "cloud_relay")
-    assert int(relay.get("frames", "0")) >= 5 and float(relay["processing_ms_p50"]) > 0
+    assert float(relay["processing_ms_p50"]) > 0
     assert session.running() == ["cloud_relay", "topic_stats"]
 
 

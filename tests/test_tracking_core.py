@@ -71,6 +71,14 @@ def test_life_cycle_birth_coasting_and_death():
     assert len(tracker.step(cars([]), 4 * DT)) == 0  # more than max_age missed frames
 
 
+def test_a_gap_in_the_stream_ends_tracks_that_no_frame_updated():
+    tracker = GreedyTracker(TrackerConfig(max_age=8, max_coast_s=1.0))
+    first = tracker.step(cars([(0.0, 0.0)]), 0.0)
+    assert len(tracker.step(cars([]), 0.9)) == 1  # one missed frame, within the coasting time
+    later = tracker.step(cars([(500.0, 0.0)]), 3.0)  # the next frame comes 2.1 s later
+    assert len(later) == 1 and later["track_id"][0] != first["track_id"][0]
+
+
 def test_birth_score_and_min_hits():
     tracker = GreedyTracker(TrackerConfig(birth_score=0.5, min_hits=2))
     assert len(tracker.step(cars([(0.0, 0.0), (0.0, 20.0)], score=0.3), 0.0)) == 0

@@ -166,17 +166,17 @@ def test_invalid_rows_dropped_and_old_stamps_rejected_without_harm(kalman_node):
     assert msg is not None
     assert set(cloud_to_objects(msg)["track_id"].tolist()) == ids, "invalid rows must not create tracks"
 
-    old = d.send(4, d.detections(4), stamp_ns=d.stamp_ns(4) - int(0.05e9))
-    results = drive(probe, outputs, range(6, 9), d)
-    assert answer(probe, outputs["tracks"], old, timeout=0.5) is None
-    assert set(results[-1]["track_id"].tolist()) == ids, "an old stamp disturbed the tracks"
-    assert np.allclose(np.sort(results[-1]["vx"]), np.sort(CARS[:, 2]), atol=3.0)
-
     def counted() -> bool:
         values = diagnostics_values(outputs["diagnostics"].messages(), NODE)
         return int(values.get("invalid_detections", 0)) >= 3 and int(values.get("rejected.out_of_order", 0)) >= 1
 
-    assert probe.wait_for(counted, 5.0), diagnostics_values(outputs["diagnostics"].messages(), NODE)
+    # the next frame waits for the verdict: on a depth-1 best-effort queue it could replace the old one
+    old = d.send(4, d.detections(4), stamp_ns=d.stamp_ns(4) - int(0.05e9))
+    assert probe.wait_for(counted, 5.0), str(diagnostics_values(outputs["diagnostics"].messages(), NODE))
+    results = drive(probe, outputs, range(6, 9), d)
+    assert answer(probe, outputs["tracks"], old, timeout=0.5) is None
+    assert set(results[-1]["track_id"].tolist()) == ids, "an old stamp disturbed the tracks"
+    assert np.allclose(np.sort(results[-1]["vx"]), np.sort(CARS[:, 2]), atol=3.0)
 
 
 def test_time_jump_back_resets_tracks(kalman_node):
@@ -218,9 +218,13 @@ def test_3dmotformer_tracks_with_the_committed_model_and_two_streams():
         merged = cloud_to_objects(msg)
         assert len(merged) == 3 and (merged["class_id"] == 1).sum() == 1
         assert set(last["track_id"].tolist()) < set(merged["track_id"].tolist())
-        assert probe.wait_for(lambda: diagnostics_values(outputs["diagnostics"].messages(), NODE), 5.0)
-        values = diagnostics_values(outputs["diagnostics"].messages(), NODE)
-        assert values.get("backend") == "onnxruntime" and values.get("method") == "3dmotformer"
+        # the module's Kalman node (same node name) may still be publishing its own diagnostics
+        def ours() -> dict[str, str]:
+            statuses = (diagnostics_values([m], NODE) for m in reversed(outputs["diagnostics"].messages()))
+            return next((v for v in statuses if v.get("method") == "3dmotformer"), {})
+
+        assert probe.wait_for(lambda: ours(), 5.0)
+        assert ours().get("backend") == "onnxruntime"
 
 
 def test_missing_checkpoint_fails_at_start_naming_the_path(tmp_path):

@@ -8,7 +8,8 @@ cycle is common so that the baselines and 3DMOTFormer are compared on equal term
 - coasting: an unmatched track moves at constant velocity; its output score is multiplied by
   ``coast_score_factor`` per missed frame;
 - death: after more than ``max_age`` consecutive missed frames (``flying_max_age`` for drones,
-  birds, airplanes and helicopters, which a camera sees only briefly from a racing car);
+  birds, airplanes and helicopters, which a camera sees only briefly from a racing car), or when
+  not updated for ``max_coast_s`` seconds (a gap in the stream: frames that never came);
 - output: tracks seen at least ``min_hits`` times; a track seen once scores ``new_score_factor``
   times its detection's score (``score_source: model``: 3DMOTFormer's confidence instead).
 """
@@ -36,6 +37,7 @@ class TrackerConfig:
 
     max_age: int = 8
     flying_max_age: int = 3
+    max_coast_s: float = 1.0
     birth_score: float = 0.0
     min_hits: int = 1
     coast_score_factor: float = 0.5
@@ -52,6 +54,8 @@ class TrackerConfig:
             raise ValueError(f"score_source '{self.score_source}' is not one of {SCORE_SOURCES}")
         if min(self.max_age, self.flying_max_age) < 0 or self.min_hits < 1:
             raise ValueError("max_age and flying_max_age must be >= 0 and min_hits >= 1")
+        if not self.max_coast_s > 0.0:
+            raise ValueError("max_coast_s must be > 0")
 
     def max_misses(self, classes: np.ndarray) -> np.ndarray:
         """Missed frames each track may coast through, by class."""
@@ -96,7 +100,7 @@ class Tracker(ABC):
         if self.time is not None and time <= self.time:
             raise ValueError(f"time {time} is not after the last step {self.time}")
         ego = ego or EgoState()
-        tracks = self.tracks
+        tracks = self.tracks = self.tracks.take(time - self.tracks.updated <= self.config.max_coast_s)
         if len(tracks) and len(dets):
             track_index, det_index = self.match(tracks, dets, time, ego)
         else:
