@@ -35,6 +35,7 @@ from rosbags.interfaces import QosDurability, QosReliability
 from racestack.bag_qos import describe, qos_from_bag, qos_to_bag, same_transports_as_the_stack
 from racestack.bags import STORAGES, BagError, BagWriter, request_for_offers
 from racestack.cdr import message_class
+from racestack.contexts import close_private_node
 
 DEFAULT_EXCLUDE = r"^/(rosout|parameter_events)$"
 DISCOVERY_PERIOD_S = 0.2
@@ -240,10 +241,6 @@ class Recorder:
             if total != last:
                 last, quiet_since = total, time.monotonic()
 
-    def _shutdown(self) -> None:
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
 
     def stop(self) -> RecordSummary:
         """Stops recording and closes the bag (metadata.yaml written). Safe to call twice."""
@@ -251,7 +248,7 @@ class Recorder:
             self._stop.set()
             if self._thread is not None:
                 self._thread.join()
-            self._shutdown()
+            close_private_node(self.node, self.context, self.executor)
         return RecordSummary(self.path, self.counts, time.monotonic() - self._started)
 
     def __enter__(self) -> Recorder:

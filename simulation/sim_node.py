@@ -68,6 +68,13 @@ PARAMS = (
         max=3600.0,
     ),
     Param(
+        "lidar_subscribers",
+        1,
+        "lockstep: matched LiDAR subscribers frame 0 waits for (discovery under load takes seconds).",
+        min=0,
+        max=1000,
+    ),
+    Param(
         "first_answer_timeout",
         20.0,
         "lockstep: wall seconds the first frame waits for its command (the stack's first inference is slow).",
@@ -252,12 +259,16 @@ class SimulatorNode(RacestackNode):
         long as the stack's first inference (``first_answer_timeout``)."""
         deadline = time.monotonic() + self.p.startup_timeout
         while self._running and time.monotonic() < deadline:
-            listening = self.lidar_pub.get_subscription_count() > 0 or not self.p.publish_lidar
+            listening = self.lidar_pub.get_subscription_count() >= self.p.lidar_subscribers or not self.p.publish_lidar
             if listening and self.count_publishers(self.p.command_topic) > 0:
                 time.sleep(0.5)  # let the other subscribers of the stack match too
                 return
             time.sleep(0.1)
-        self.get_logger().warning("lockstep: no stack answering on the command topic yet; starting anyway")
+        self.get_logger().warning(
+            f"lockstep: after {self.p.startup_timeout:.0f} s, {self.lidar_pub.get_subscription_count()} of "
+            f"{self.p.lidar_subscribers} LiDAR subscribers matched, command publishers "
+            f"{self.count_publishers(self.p.command_topic)}; starting anyway"
+        )
 
     def _pace(self) -> None:
         due = self._wall_start + self.sim.time / self.p.realtime_factor

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -19,7 +19,7 @@ from pathlib import Path
 from rosgraph_msgs.msg import Clock
 
 from racestack.bag_record import Recorder
-from racestack.bag_replay import BagReplayer
+from racestack.bag_replay import BagReplayer, ReplayItem
 from racestack.bags import Bag, require_topics
 from racestack.cdr import message_class
 from racestack.graph import Graph, build_processes, load_graph_file, parse_overrides, resolve_graph
@@ -115,15 +115,23 @@ class _Answers:
         return True
 
 
+# per-frame outputs of the shipped slots (object tables are PointCloud2, the default for others)
+KNOWN_TYPES = {
+    "/planning/trajectory": "nav_msgs/msg/Path",
+    "/control/command": "sensor_msgs/msg/JointState",
+    "/perception/bev/segmentation": "nav_msgs/msg/OccupancyGrid",
+    "/perception/bev/reconstruction": "sensor_msgs/msg/Image",
+    "/planning/risk_map": "sensor_msgs/msg/Image",
+    "/perception/objects/detected": "sensor_msgs/msg/PointCloud2",
+    "/perception/objects/tracked": "sensor_msgs/msg/PointCloud2",
+}
+
+
+FIRST_ANSWER_TIMEOUT_S = 20.0
+
+
 def _answer_type(topic: str) -> type:
-    known = {
-        "/planning/trajectory": "nav_msgs/msg/Path",
-        "/control/command": "sensor_msgs/msg/JointState",
-        "/perception/bev/segmentation": "nav_msgs/msg/OccupancyGrid",
-        "/perception/bev/reconstruction": "sensor_msgs/msg/Image",
-        "/planning/risk_map": "sensor_msgs/msg/Image",
-    }
-    return message_class(known.get(topic, "sensor_msgs/msg/PointCloud2"))
+    return message_class(KNOWN_TYPES.get(topic, "sensor_msgs/msg/PointCloud2"))
 
 
 def _wait_ready(session: LaunchSession, ready: Callable[[], bool], what: str | Callable[[], str], timeout_s: float):
@@ -199,6 +207,9 @@ def run_on_bag(
     replayer = BagReplayer(bag_path, topics=inputs, log=lambda text: None)
     probe = Probe("racestack_evaluator")
     answers = _Answers(probe, _answer_type(answer), answer)
+    # lockstep also waits for the trigger's direct consumers (a net that dropped a frame while the
+    # answer came from a faster branch would make two runs of one bag differ)
+    consumers = [_Answers(probe, _answer_type(t), t) for t in _frame_outputs(graph, trigger, answer)]
     start = time.monotonic()
     try:
         session.start()
@@ -213,7 +224,8 @@ def run_on_bag(
         _wait_ready(session, partial(recorder.wait_for_topics, outputs, 0.0),
                     lambda: f"not recording yet: {sorted(set(outputs) - recorder.subscribed())}", 60.0)
         time.sleep(1.0)
-        _replay(replayer, session, answers, result, mode, rate, timeout_s, Progress(frames) if progress else None)
+        _replay(replayer, session, [answers, *consumers], result, mode, rate, timeout_s,
+                Progress(frames) if progress else None)
         time.sleep(1.0)
     finally:
         result.wall_s = time.monotonic() - start
@@ -226,19 +238,54 @@ def run_on_bag(
     return result
 
 
-def _replay(replayer, session, answers, result: RunResult, mode: str, rate: float, timeout_s: float, progress):
+def _frame_outputs(graph: Graph, trigger: str, answer: str) -> list[str]:
+    """First outputs of the slots that take the trigger itself, stamped with its stamp (answer excluded)."""
+    contracts = [graph.contracts.get(s) for s in graph.enabled_slots()]
+    firsts = {c.outputs[0] for c in contracts if c and c.outputs and trigger in c.inputs}
+    return sorted(t for t in firsts - {answer} if t in KNOWN_TYPES)
+
+
+def _frame_complete_first(items: Iterable[ReplayItem], trigger: str) -> Iterator[ReplayItem]:
+    """Lockstep order: a trigger waits for the messages recorded just after it that belong to its frame
+    (stamped no later than it, e.g. the pose at the sweep's stamp), so the stack always sees them first."""
+    held: ReplayItem | None = None
+    for item in items:
+        if held is not None and item.topic != trigger and item.stamp_ns is not None and item.stamp_ns <= held.stamp_ns:
+            yield item
+            continue
+        if held is not None:
+            yield held
+            held = None
+        if item.topic == trigger and item.stamp_ns is not None:
+            held = item
+        else:
+            yield item
+    if held is not None:
+        yield held
+
+
+def _replay(replayer, session, waits: list[_Answers], result: RunResult, mode: str, rate: float, timeout_s: float,
+            progress):
     wall_start, first = time.monotonic(), None
-    for item in replayer.messages():
+    items = replayer.messages()
+    for item in _frame_complete_first(items, result.trigger) if mode == "lockstep" else items:
         if mode == "realtime":
             first = item.time_ns if first is None else first
             delay = wall_start + (item.time_ns - first) / 1e9 / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+        elif item.topic == result.trigger:
+            # lockstep: what came before the trigger in the bag (odometry, maps) is delivered before it,
+            # so a node never sees this frame with or without its pose depending on DDS timing
+            replayer.wait_for_acknowledgements(1.0)
         replayer.publish(item)
         if item.topic != result.trigger or item.stamp_ns is None:
             continue
         result.published[item.stamp_ns] = time.time_ns()
-        if mode == "lockstep" and not answers.wait(item.stamp_ns, timeout_s):
+        # the stack's first inference is slow (sessions warm up, caches fill): as the simulator does
+        wait_s = max(timeout_s, FIRST_ANSWER_TIMEOUT_S) if len(result.published) == 1 else timeout_s
+        deadline = time.monotonic() + wait_s
+        if mode == "lockstep" and not all([w.wait(item.stamp_ns, deadline - time.monotonic()) for w in waits]):
             result.timeouts += 1
         if any(n.spec.required for n in session.check()):
             raise EvaluationError("a node died during the run:\n" + "\n".join(session.failures))
@@ -274,7 +321,9 @@ def run_closed_loop(
     trigger, answer = pick_trigger_and_answer(graph, [SENSOR_TRIGGER])
     result = RunResult(output_bag=out_dir / "run", mode=f"closed loop ({clock})", trigger=trigger, answer=answer,
                        choices=graph.choices)
-    settings = tuple(s.format(clock=clock, scenario=scenario) for s in SIMULATOR_SETTINGS)
+    consumers = sum(1 for s in graph.enabled_slots() if trigger in getattr(graph.contracts.get(s), "inputs", ()))
+    settings = (*(s.format(clock=clock, scenario=scenario) for s in SIMULATOR_SETTINGS),
+                f"simulator.lidar_subscribers={consumers + 1}")  # + this evaluator's own frame counter
     processes = options.processes(Path(tempfile.mkdtemp(prefix="racestack-run-")), extra_set=settings)
     session = LaunchSession(processes, echo=_log_to(out_dir / "nodes.log"))
     topics = [*graph.outputs(), "/diagnostics"]
