@@ -131,7 +131,8 @@ def test_parallel_nodes_publish_both_maps_with_the_sweep_stamp(parallel):
         stamp_ns = probe.now_ns()
         stamps.append(stamp_ns)
         _publish_frame(probe, 2.0 * k, stamp_ns)
-        probe.wait_for(lambda k=k: len(outputs["seg"].items) > k and len(outputs["rec"].items) > k, 20.0)
+        # one frame at a time (depth-1 inputs): each consumer answers before the next sweep
+        probe.wait_for(lambda k=k: min(len(outputs[n].items) for n in ("seg", "rec", "objects")) > k, 20.0)
     assert probe.wait_for(lambda: len(outputs["seg"].items) >= 4 and len(outputs["rec"].items) >= 4, 20.0)
     seg_stamps = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in outputs["seg"].messages()}
     rec_stamps = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in outputs["rec"].messages()}
