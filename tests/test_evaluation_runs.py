@@ -58,11 +58,6 @@ def _comparable(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if not k.startswith(("closed_loop", "planning"))}
 
 
-@pytest.mark.xfail(
-    reason="known gap (issue 9): two lockstep runs of one bag still differ in the 4th decimal of the BEV "
-    "metrics on this 2-core machine (the frame's messages reach the nodes in a load-dependent order)",
-    strict=False,
-)
 def test_lockstep_evaluation_is_repeatable(demo: Path, tmp_path: Path) -> None:
     options = StackOptions(disable=PERCEPTION_ONLY)
     cards = []

@@ -128,6 +128,7 @@ KNOWN_TYPES = {
 
 
 FIRST_ANSWER_TIMEOUT_S = 20.0
+LOCKSTEP_SETTLE_S = 0.03  # idle nodes take a best-effort message within a few ms on one host
 
 
 def _answer_type(topic: str) -> type:
@@ -276,8 +277,10 @@ def _replay(replayer, session, waits: list[_Answers], result: RunResult, mode: s
                 time.sleep(delay)
         elif item.topic == result.trigger:
             # lockstep: what came before the trigger in the bag (odometry, maps) is delivered before it,
-            # so a node never sees this frame with or without its pose depending on DDS timing
+            # so a node never sees this frame with or without its pose depending on DDS timing:
+            # reliable topics are acknowledged, best-effort ones (sensor QoS) get a settle time
             replayer.wait_for_acknowledgements(1.0)
+            time.sleep(LOCKSTEP_SETTLE_S)
         replayer.publish(item)
         if item.topic != result.trigger or item.stamp_ns is None:
             continue
