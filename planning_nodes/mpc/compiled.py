@@ -25,6 +25,7 @@ from cvxpy import settings as cps
 from cvxpy.lin_ops import lin_op
 
 OSQP_SOLVED = ("solved", "solved inaccurate")
+NO_TIME_LIMIT_S = 1e10  # OSQP's own default: no limit
 OSQP_STOPPED = ("maximum iterations reached", "run time limit reached")
 
 
@@ -114,14 +115,16 @@ class CompiledQP:
         """
         p_data, q, d, a_data, lower, upper = self.data()
         start = time.perf_counter()
-        if self._osqp is None or settings != self._osqp_settings:
+        fixed = {k: v for k, v in settings.items() if k != "time_limit"}  # updatable without a new setup
+        if self._osqp is None or fixed != self._osqp_settings:
             P = sp.csc_matrix((p_data, *self._p_pattern), shape=(self.n, self.n))
             A = sp.csc_matrix((a_data, *self._a_pattern), shape=(self.m, self.n))
             self._osqp = osqp.OSQP()
             self._osqp.setup(P=P, q=q, A=A, l=lower, u=upper, verbose=False, **settings)
-            self._osqp_settings = dict(settings)
+            self._osqp_settings = fixed
         else:
             self._osqp.update(q=q, l=lower, u=upper, Px=p_data, Ax=a_data)
+            self._osqp.update_settings(time_limit=settings.get("time_limit", NO_TIME_LIMIT_S))
         if warm_x is not None:
             self._osqp.warm_start(x=warm_x, y=self._warm_y)
         elif self._warm_x is not None:

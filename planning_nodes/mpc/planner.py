@@ -41,7 +41,7 @@ class PlannerConfig:
     max_iterations: int = 1  # warm cycles: one SCP iteration (real-time iteration); cold: cold_iterations
     cold_iterations: int = 3
     tolerance: float = 0.3
-    time_limit_s: float = 0.05  # 0: no time limit (headless evaluation: results independent of load)
+    time_limit_s: float = 0.008  # cycle budget of the SCP solves; 0: none (headless evaluation: load-independent)
     use_risk_map: bool = True
     max_track_slack: float = 0.35
     max_opponent_slack: float = 0.6
@@ -105,11 +105,13 @@ class MpcPlanner:
         for _ in range(iterations):
             stage = self._stage(z0, guess_z, guess_u, frame, fc, risk if cfg.use_risk_map else None, ego)
             self.last_stage = stage
+            # each solve gets what is left of the cycle budget (at least 1 ms)
+            left_s = max(cfg.time_limit_s - (wallclock.perf_counter() - start), 1e-3) if cfg.time_limit_s > 0 else 0.0
             result = self.problem.solve(
                 stage,
                 cfg.weights,
                 cfg.solver,
-                cfg.time_limit_s,
+                left_s,
                 cfg.eps,
                 warm=(guess_z, guess_u),
                 max_iter=cfg.qp_max_iter,
