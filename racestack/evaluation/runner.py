@@ -240,10 +240,10 @@ def run_on_bag(
 
 
 def _frame_outputs(graph: Graph, trigger: str, answer: str) -> list[str]:
-    """First outputs of the slots that take the trigger itself, stamped with its stamp (answer excluded)."""
+    """Per-frame outputs of the slots that take the trigger itself, stamped with its stamp (answer excluded)."""
     contracts = [graph.contracts.get(s) for s in graph.enabled_slots()]
-    firsts = {c.outputs[0] for c in contracts if c and c.outputs and trigger in c.inputs}
-    return sorted(t for t in firsts - {answer} if t in KNOWN_TYPES)
+    outputs = {t for c in contracts if c and trigger in c.inputs for t in c.outputs}
+    return sorted(t for t in outputs - {answer} if t in KNOWN_TYPES)
 
 
 def _frame_complete_first(items: Iterable[ReplayItem], trigger: str) -> Iterator[ReplayItem]:
