@@ -173,11 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--e2e-seconds", type=float, default=40.0)
     args = parser.parse_args(argv)
-    import tensorrt
     import torch
 
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device")
+        return 2
+    try:
+        import tensorrt
+    except ImportError:
+        print("gpu_check: TensorRT is not installed: run scripts/gpu_check.sh (installs the 'tensorrt' extra)")
         return 2
     print(f"GPU {torch.cuda.get_device_name(0)}, torch {torch.__version__}, TensorRT {tensorrt.__version__}")
     folder = Path(tempfile.mkdtemp(prefix="racestack-gpu-check-"))
