@@ -1,4 +1,9 @@
-"""Closing a node that runs in its own rclpy context inside a tool or test process, without hanging it."""
+"""Closing a node that runs in its own rclpy context inside a tool or test process, without hanging it.
+
+Only for a node whose executor thread has already ended (the recorder): started while another
+thread still spins the node, the helper thread can wait for ever for the GIL that thread holds
+inside rclpy.
+"""
 
 from __future__ import annotations
 

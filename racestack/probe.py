@@ -17,7 +17,6 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
-from racestack.contexts import close_private_node
 from racestack.node import result_qos
 
 
@@ -112,7 +111,9 @@ class Probe:
         return self.node.get_clock().now().nanoseconds
 
     def close(self) -> None:
-        close_private_node(self.node, self.context, self.executor)
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
         self._thread.join(timeout=2.0)
 
     def __enter__(self) -> Probe:

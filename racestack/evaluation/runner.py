@@ -210,7 +210,8 @@ def run_on_bag(
     answers = _Answers(probe, _answer_type(answer), answer)
     # lockstep also waits for the trigger's direct consumers (a net that dropped a frame while the
     # answer came from a faster branch would make two runs of one bag differ)
-    consumers = [_Answers(probe, _answer_type(t), t) for t in _frame_outputs(graph, trigger, answer)]
+    waited = [answer, *_frame_outputs(graph, trigger, answer)]
+    consumers = [_Answers(probe, _answer_type(t), t) for t in waited[1:]]
     start = time.monotonic()
     try:
         session.start()
@@ -224,6 +225,9 @@ def run_on_bag(
         outputs = graph.outputs()
         _wait_ready(session, partial(recorder.wait_for_topics, outputs, 0.0),
                     lambda: f"not recording yet: {sorted(set(outputs) - recorder.subscribed())}", 60.0)
+        _wait_ready(session, lambda: all(probe.node.count_publishers(t) > 0 for t in waited),
+                    lambda: f"no publisher seen yet on {[t for t in waited if not probe.node.count_publishers(t)]}",
+                    60.0)
         time.sleep(1.0)
         _replay(replayer, session, [answers, *consumers], result, mode, rate, timeout_s,
                 Progress(frames) if progress else None)
