@@ -231,7 +231,7 @@ def test_missing_checkpoint_fails_at_start_naming_the_path(tmp_path):
     missing = tmp_path / "nothing.pt"
     lines = Lines()
     with launched(slot(method="3dmotformer", checkpoint=str(missing)), echo=lines) as session:
-        assert session.wait(60.0) == 1
+        assert session.wait(180.0) == 1
     text = "\n".join(lines)
     assert str(missing) in text and "start-up error" in text
 
@@ -239,5 +239,5 @@ def test_missing_checkpoint_fails_at_start_naming_the_path(tmp_path):
 def test_invalid_parameter_fails_at_start_naming_it():
     lines = Lines()
     with launched(slot(method="kalman", max_age=-1), echo=lines) as session:
-        assert session.wait(60.0) == 1
+        assert session.wait(180.0) == 1
     assert "max_age" in "\n".join(lines)
