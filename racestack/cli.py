@@ -12,6 +12,8 @@ import os
 import signal
 import sys
 
+from racestack.errors import INTERRUPTED_EXIT, interrupted
+
 # command -> (module, one-line help); a dict value groups subcommands (train ppn, export detector...).
 COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "demo": ("racestack.demo", "closed loop in the simulator with every node, then a report"),
@@ -45,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     # Processes on Fast DDS' default transports do not discover LARGE_DATA ones: every racestack
     # command talks to nodes the launcher started with LARGE_DATA, so it must use it too.
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    # A process started in the background of a script inherits an ignored SIGINT: the launcher and
+    # the user stop racestack with it, so it must work from the first import on.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # SIGTERM unwinds like Ctrl-C, so every command's clean-up (stopping nodes, closing bags) runs.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     top = argparse.ArgumentParser(prog="racestack", description="racestack: perception and planning for racing")
@@ -66,11 +71,17 @@ def main(argv: list[str] | None = None) -> int:
             sub.parse_args(rest or ["--help"])
             return 2
         entry, prog, rest = entry[rest[0]], f"{prog} {rest[0]}", rest[1:]
-    module = importlib.import_module(entry[0])
-    parser = argparse.ArgumentParser(prog=prog, description=entry[1])
-    module.configure(parser)
-    args = parser.parse_args(rest)
-    return int(module.run(args) or 0)
+    try:
+        module = importlib.import_module(entry[0])
+        parser = argparse.ArgumentParser(prog=prog, description=entry[1])
+        module.configure(parser)
+        args = parser.parse_args(rest)
+        return int(module.run(args) or 0)
+    except BaseException as exc:
+        if not interrupted(exc):
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

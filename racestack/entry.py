@@ -7,8 +7,11 @@ where console scripts were put.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from importlib.metadata import entry_points
+
+from racestack.errors import INTERRUPTED_EXIT, interrupted
 
 
 def resolve(name: str):
@@ -26,11 +29,18 @@ _PACKAGES = {"racestack", "perception_nodes", "planning_nodes", "simulation"}
 
 
 def main() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # see racestack.cli: never inherit an ignored SIGINT
     if len(sys.argv) < 2:
         raise SystemExit("usage: python -m racestack.entry NAME [--ros-args ...]")
-    target = resolve(sys.argv[1])
-    sys.argv = [sys.argv[1], *sys.argv[2:]]
-    result = target()
+    try:
+        target = resolve(sys.argv[1])
+        sys.argv = [sys.argv[1], *sys.argv[2:]]
+        result = target()
+    except BaseException as exc:
+        if not interrupted(exc):
+            raise
+        print(f"racestack: {sys.argv[1]} interrupted", file=sys.stderr)
+        result = INTERRUPTED_EXIT
     sys.exit(result if isinstance(result, int) else 0)
 
 

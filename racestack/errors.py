@@ -31,3 +31,15 @@ class ModelFileError(StartupError):
         text = f"model file '{path}': {detail}"
         super().__init__(f"{text} ({hint})" if hint else text)
         self.path = path
+
+
+INTERRUPTED_EXIT = 130  # the shell's exit code for a process stopped by Ctrl-C
+
+
+def interrupted(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a Ctrl-C, or came of one (a C extension's import turns it into ImportError)."""
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__context__
+    return False

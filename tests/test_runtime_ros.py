@@ -216,3 +216,20 @@ def test_racestack_launch_stops_everything_on_sigint_within_5s() -> None:
     assert elapsed <= 5.0, f"stop took {elapsed:.1f} s"
     assert cli.returncode == 0, output
     assert "stopped (clean)" in output
+
+
+def test_sigint_during_startup_stops_a_process_started_with_sigint_ignored() -> None:
+    """A script's background job inherits an ignored SIGINT; racestack must still stop on it at once."""
+    node = subprocess.Popen(
+        [sys.executable, "-m", "racestack.entry", "cloud_relay"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    time.sleep(0.3)  # still importing: before rclpy installs its own handler
+    node.send_signal(signal.SIGINT)
+    try:
+        output, _ = node.communicate(timeout=30.0)
+    except subprocess.TimeoutExpired:
+        node.kill()
+        pytest.fail("SIGINT was ignored during start-up")
+    assert node.returncode in (0, 130), output
