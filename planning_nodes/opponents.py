@@ -173,12 +173,14 @@ class OpponentAvoidance:
         ego_speed: float,
         frame,
         speed_now: float | None = None,
+        hold_back: bool = False,
     ) -> KeepClear:
         """Half-spaces for the horizon whose ego body centres sit at (ego_s, ego_d) (N,) on the centre line.
 
         ``fc`` must be forecast at the horizon's step times; ``ego_heading`` (N, 2) are unit vectors in
         ``map``; ``ego_speed`` is the pace the ego wants, ``speed_now`` (default: the same) the one it
-        has; ``frame`` is the PlanFrame the result is expressed in.
+        has; ``frame`` is the PlanFrame the result is expressed in; ``hold_back`` gives up every pass
+        not yet alongside (following instead).
         """
         steps = ego_s.shape[0]
         out = KeepClear.inactive(self.slots, steps)
@@ -192,7 +194,7 @@ class OpponentAvoidance:
         manoeuvres = {}
         for slot, j in enumerate(rows):
             key = int(fc.track_id[j])
-            manoeuvre = self._choose(fc, j, ego_s, ego_d, ego_speed, speed_now, self.manoeuvres.get(key))
+            manoeuvre = self._choose(fc, j, ego_s, ego_d, ego_speed, speed_now, self.manoeuvres.get(key), hold_back)
             if manoeuvre is None:
                 continue
             manoeuvres[key] = manoeuvre
@@ -218,6 +220,7 @@ class OpponentAvoidance:
         ego_speed: float,
         speed_now: float,
         previous: Manoeuvre | None,
+        hold_back: bool = False,
     ) -> Manoeuvre | None:
         """Keep a committed side while it has room (and always while alongside); else start a pass on
         a side with room that can be reached before the cars meet; else follow. A faster car behind:
@@ -230,6 +233,8 @@ class OpponentAvoidance:
             return Manoeuvre(own_side) if abs(ego_d[0] - fc.d[j, 0]) >= 1.0 else None
         if gap0 < beside:
             return Manoeuvre(previous.side if previous is not None and previous.side != FOLLOW else own_side)
+        if hold_back:
+            return Manoeuvre(FOLLOW)
         wants_by = ego_speed > fc.speed[j] + 0.5
         left_w, right_w = track.widths_at(fc.s[j])
         need = veh.width + self.lateral_margin + self.bound_margin
@@ -310,9 +315,14 @@ def plan_collides(plan, fc: Forecast, vehicle: VehicleParams, margin: float = 0.
 
     ``fc`` must be forecast at offsets ``plan.times - plan.time``.
     """
+    return body_overlaps(plan.states[: fc.times.size], fc, vehicle, margin)
+
+
+def body_overlaps(states: np.ndarray, fc: Forecast, vehicle: VehicleParams, margin: float = 0.3) -> bool:
+    """Whether the ego body at ``states`` (K <= forecast steps, ``map``) overlaps an opponent's at the
+    same step."""
     if fc.count == 0:
         return False
-    states = plan.states[: fc.times.size]
     heading = np.column_stack([np.cos(states[:, 2]), np.sin(states[:, 2])])
     body = states[:, :2] + vehicle.center_offset * heading
     rel = body[None] - fc.center[:, : body.shape[0]]

@@ -38,6 +38,7 @@ from rosgraph_msgs.msg import Clock
 from racestack.bag_qos import describe, qos_from_bag, same_transports_as_the_stack
 from racestack.bags import TIMINGS, Bag, BagError, BagMessage, BagProblem, Timeline, offer_for_recorded
 from racestack.cdr import cdr_problem, header_stamp_ns, message_class
+from racestack.contexts import exit_if_stuck
 
 DEFAULT_CLOCK_HZ = 100.0
 CLOCK_TOPIC = "/clock"
@@ -459,6 +460,7 @@ def run(args: argparse.Namespace) -> int:
         if not replayer.wait_for_acknowledgements():
             replayer.log("some reliable subscribers did not acknowledge every message")
         print(replayer.stats, flush=True)
+        exit_if_stuck()  # closing the replayer deletes its participant
         if replayer.problems:
             print(f"{len(replayer.problems)} problem(s) in '{args.bag}':", flush=True)
             for problem in replayer.problems:

@@ -76,12 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog=prog, description=entry[1])
         module.configure(parser)
         args = parser.parse_args(rest)
-        return int(module.run(args) or 0)
+        code = int(module.run(args) or 0)
     except BaseException as exc:
         if not interrupted(exc):
             raise
         print(f"{prog}: interrupted", file=sys.stderr)
         return INTERRUPTED_EXIT
+    if "rclpy" in sys.modules:  # the interpreter's exit deletes any DDS participant left
+        from racestack.contexts import exit_if_stuck
+
+        exit_if_stuck()
+    return code
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ goes through ``self.reject(reason, detail)``: counted per reason, logged rate-li
 
 from __future__ import annotations
 
-import faulthandler
 import gc
 import os
 import sys
@@ -31,11 +30,10 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from racestack.contexts import exit_if_stuck
 from racestack.errors import INTERRUPTED_EXIT, InputError, ParameterError, StartupError
 from racestack.params import Param, validate
 from racestack.stats import NodeMonitor, StampGuard, Throttle
-
-SHUTDOWN_LIMIT_S = 15.0
 
 COMMON_PARAMS: tuple[Param, ...] = (
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min=0.05, max=60.0),
@@ -256,13 +254,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
 
 
 def _close(node: Node | None) -> None:
-    """Destroy the node and the DDS participant, or exit with every thread's stack if that hangs.
-
-    Fast DDS can block for ever deleting a participant whose TCP (LARGE_DATA) channels are still
-    connected; a node that does not exit after SIGINT would hold the car's stack hostage, so after
-    ``SHUTDOWN_LIMIT_S`` the process leaves with exit 1 and the tracebacks on stderr.
-    """
-    faulthandler.dump_traceback_later(SHUTDOWN_LIMIT_S, exit=True)
+    """Destroy the node and the DDS participant (watched: see ``exit_if_stuck``)."""
+    exit_if_stuck()
     if node is not None:
         node.destroy_node()
     rclpy.try_shutdown()

@@ -75,6 +75,13 @@ PARAMS = (
         max=1000,
     ),
     Param(
+        "camera_subscribers",
+        0,
+        "lockstep: matched camera image subscribers frame 0 waits for (the detector starts slowest).",
+        min=0,
+        max=1000,
+    ),
+    Param(
         "first_answer_timeout",
         20.0,
         "lockstep: wall seconds the first frame waits for its command (the stack's first inference is slow).",
@@ -259,16 +266,21 @@ class SimulatorNode(RacestackNode):
         long as the stack's first inference (``first_answer_timeout``)."""
         deadline = time.monotonic() + self.p.startup_timeout
         while self._running and time.monotonic() < deadline:
-            listening = self.lidar_pub.get_subscription_count() >= self.p.lidar_subscribers or not self.p.publish_lidar
-            if listening and self.count_publishers(self.p.command_topic) > 0:
+            if self._stack_listening() and self.count_publishers(self.p.command_topic) > 0:
                 time.sleep(0.5)  # let the other subscribers of the stack match too
                 return
             time.sleep(0.1)
         self.get_logger().warning(
             f"lockstep: after {self.p.startup_timeout:.0f} s, {self.lidar_pub.get_subscription_count()} of "
-            f"{self.p.lidar_subscribers} LiDAR subscribers matched, command publishers "
+            f"{self.p.lidar_subscribers} LiDAR and {self.image_pub.get_subscription_count()} of "
+            f"{self.p.camera_subscribers} camera subscribers matched, command publishers "
             f"{self.count_publishers(self.p.command_topic)}; starting anyway"
         )
+
+    def _stack_listening(self) -> bool:
+        lidar = self.lidar_pub.get_subscription_count() >= self.p.lidar_subscribers or not self.p.publish_lidar
+        camera = self.image_pub.get_subscription_count() >= self.p.camera_subscribers or not self.p.publish_camera
+        return lidar and camera
 
     def _pace(self) -> None:
         due = self._wall_start + self.sim.time / self.p.realtime_factor

@@ -134,7 +134,7 @@ def test_opponent_blocking_the_track_yields_braking_fallback(track):
     plan = planner.plan(ego_next, wall, None, 0.1)
     assert plan.kind == BRAKING, plan.info
     # no plan clears the wall: the soft constraints (either kind) or the solver say so
-    assert plan.info["verdict"] in ("opponent_infeasible", "track_infeasible", "solver_failed")
+    assert plan.info["verdict"] in ("opponent_infeasible", "track_infeasible", "collision_course", "solver_failed")
     assert planner.counts["fallback_braking"] == 1
     assert np.all(plan.inputs[:, 1] <= 0.0) and plan.inputs[0, 1] == pytest.approx(-VEHICLE.max_brake)
     s, d, _ = track.project(plan.states[:, :2])
@@ -144,6 +144,30 @@ def test_opponent_blocking_the_track_yields_braking_fallback(track):
     from planning_nodes.opponents import forecast
 
     assert plan_collides(free, forecast(wall, track, np.arange(31) * DT), VEHICLE)
+
+
+def test_a_pass_given_up_turns_into_following(track):
+    """A slower car 50 m ahead: the ego, faster, commits to a side; holding back makes it follow instead."""
+    from planning_nodes.mpc.references import PlanFrame
+    from planning_nodes.opponents import FOLLOW, OpponentAvoidance, forecast
+
+    car = empty_objects(1)
+    xy = track.frenet_to_xy(np.array([150.0]), np.array([0.0]))
+    car["x"], car["y"], car["yaw"] = xy[0, 0], xy[0, 1], track.heading_at(150.0)
+    car["vx"], car["vy"] = 20.0 * np.cos(car["yaw"]), 20.0 * np.sin(car["yaw"])
+    car["length"], car["width"], car["height"], car["track_id"] = 4.9, 2.0, 1.2, 7
+    times = np.arange(1, 31) * DT
+    fc = forecast(car, track, times)
+    ego_s = 100.0 + 40.0 * times
+    ego_d = np.zeros_like(times)
+    heading = np.column_stack([np.cos(track.heading_at(ego_s)), np.sin(track.heading_at(ego_s))])
+    frame = PlanFrame(*track.frenet_to_xy(np.array([100.0]), np.array([0.0]))[0], float(track.heading_at(100.0)))
+    avoidance = OpponentAvoidance(track, VEHICLE)
+    passing = avoidance.build(fc, ego_s, ego_d, heading, 40.0, frame)
+    held = avoidance.build(fc, ego_s, ego_d, heading, 40.0, frame, hold_back=True)
+    assert passing.choices[7] != FOLLOW
+    assert held.choices[7] == FOLLOW
+    assert np.all(held.speed_cap < passing.speed_cap)  # following caps the pace (closing the gap)
 
 
 def test_solver_failure_shifts_the_previous_plan(track):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time as wallclock
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from planning_nodes.mpc.model import NU, NX, STEER, YAW, V, linearize
 from planning_nodes.mpc.problem import CostWeights, MpcProblem, SlackWeights, Solution, Stage
 from planning_nodes.mpc.references import PlanFrame, RaceReference
 from planning_nodes.mpc.risk_field import LocalRisk, RiskField
-from planning_nodes.opponents import KeepClear, OpponentAvoidance, forecast, ground_objects
+from planning_nodes.opponents import KeepClear, OpponentAvoidance, body_overlaps, forecast, ground_objects
 from planning_nodes.plan import MPC, EgoState, Plan
 from simulation.track import Track
 from simulation.vehicles import VehicleParams
@@ -43,15 +44,19 @@ class PlannerConfig:
     tolerance: float = 0.3
     time_limit_s: float = 0.008  # cycle budget of the SCP solves; 0: none (headless evaluation: load-independent)
     use_risk_map: bool = True
-    max_track_slack: float = 0.35
+    max_track_slack: float = 0.2
     max_opponent_slack: float = 0.6
     grip_scale: float = 0.85  # share of the tyres' lateral grip used, as the expert (ExpertSpec)
     bound_margin: float = 0.45
     lateral_margin: float = 0.9
     longitudinal_margin: float = 3.0
     max_shift_s: float = 0.5
+    check_s: float = 1.0  # horizon checked for contact with the forecast opponents
     weights: CostWeights = field(default_factory=CostWeights)
     slack: SlackWeights = field(default_factory=SlackWeights)
+
+
+SQUEEZED = ("opponent_infeasible", "track_infeasible", "collision_course")
 
 
 class MpcPlanner:
@@ -99,35 +104,17 @@ class MpcPlanner:
         z0 = np.array([0.0, 0.0, 0.0, ego.v, ego.steer])
         guess_z, guess_u, warm = self._initial_guess(ego, frame, time)
         iterations = cfg.max_iterations if warm else cfg.cold_iterations
-        solution: Solution | None = None
-        moved = np.inf
-        done = 0
-        for _ in range(iterations):
-            stage = self._stage(z0, guess_z, guess_u, frame, fc, risk if cfg.use_risk_map else None, ego)
-            self.last_stage = stage
-            # each solve gets what is left of the cycle budget (at least 1 ms)
-            left_s = max(cfg.time_limit_s - (wallclock.perf_counter() - start), 1e-3) if cfg.time_limit_s > 0 else 0.0
-            result = self.problem.solve(
-                stage,
-                cfg.weights,
-                cfg.solver,
-                left_s,
-                cfg.eps,
-                warm=(guess_z, guess_u),
-                max_iter=cfg.qp_max_iter,
-                accept_residual=cfg.accept_residual,
-            )
-            done += 1
-            if not result.ok:
-                solution = result
-                break
-            moved = float(np.max(np.abs(result.states[:, :2] - guess_z[:, :2])))
-            guess_z, guess_u, solution = result.states, result.inputs, result
-            over_time = cfg.time_limit_s > 0 and wallclock.perf_counter() - start > cfg.time_limit_s
-            if moved < cfg.tolerance or over_time:
-                break
+        scp = partial(self._scp, start, z0, (guess_z, guess_u), iterations, frame, fc, risk, ego)
+        solution, done, moved = scp(hold_back=False)
+        verdict = self._verdict(solution, frame, fc)
+        if verdict in SQUEEZED and fc is not None and fc.count:
+            # the pass does not fit (too close to the opponent or off the track): stay behind instead
+            # of the fallback's braking, as a driver would
+            self.counts["passes_given_up"] += 1
+            solution, more, moved = scp(hold_back=True)
+            done += more
+            verdict = self._verdict(solution, frame, fc)
         elapsed_ms = (wallclock.perf_counter() - start) * 1e3
-        verdict = self._verdict(solution)
         info = {
             "status": solution.status if solution is not None else "not_run",
             "iterations": float(done),
@@ -152,7 +139,50 @@ class MpcPlanner:
         self.previous_command = plan.inputs[0].copy()
         return plan
 
-    def _verdict(self, solution: Solution | None) -> str:
+    def _scp(
+        self,
+        start: float,
+        z0: np.ndarray,
+        guess: tuple[np.ndarray, np.ndarray],
+        iterations: int,
+        frame: PlanFrame,
+        fc,
+        risk: RiskField | None,
+        ego: EgoState,
+        hold_back: bool,
+    ) -> tuple[Solution | None, int, float]:
+        """(solution, QP solves, last move) of up to ``iterations`` SCP iterations from ``guess``."""
+        cfg = self.config
+        guess_z, guess_u = guess
+        solution: Solution | None = None
+        moved = np.inf
+        done = 0
+        for _ in range(iterations):
+            stage = self._stage(z0, guess_z, guess_u, frame, fc, risk if cfg.use_risk_map else None, ego, hold_back)
+            self.last_stage = stage
+            # each solve gets what is left of the cycle budget (at least 1 ms)
+            left_s = max(cfg.time_limit_s - (wallclock.perf_counter() - start), 1e-3) if cfg.time_limit_s > 0 else 0.0
+            result = self.problem.solve(
+                stage,
+                cfg.weights,
+                cfg.solver,
+                left_s,
+                cfg.eps,
+                warm=(guess_z, guess_u),
+                max_iter=cfg.qp_max_iter,
+                accept_residual=cfg.accept_residual,
+            )
+            done += 1
+            if not result.ok:
+                return result, done, moved
+            moved = float(np.max(np.abs(result.states[:, :2] - guess_z[:, :2])))
+            guess_z, guess_u, solution = result.states, result.inputs, result
+            over_time = cfg.time_limit_s > 0 and wallclock.perf_counter() - start > cfg.time_limit_s
+            if moved < cfg.tolerance or over_time:
+                break
+        return solution, done, moved
+
+    def _verdict(self, solution: Solution | None, frame: PlanFrame, fc) -> str:
         cfg = self.config
         if solution is None or not solution.ok:
             return "solver_failed"
@@ -160,7 +190,18 @@ class MpcPlanner:
             return "track_infeasible"
         if solution.opponent_slack > cfg.max_opponent_slack:
             return "opponent_infeasible"
+        if fc is not None and fc.count and self._collides_soon(solution, frame, fc):
+            return "collision_course"
         return "ok"
+
+    def _collides_soon(self, solution: Solution, frame: PlanFrame, fc) -> bool:
+        """Whether the plan's body meets a forecast opponent within ``check_s`` (the keep-clear
+        half-spaces ramp in over a side step, which a car closing fast can outrun)."""
+        steps = max(1, round(self.config.check_s / self.config.dt))
+        states = solution.states[1 : steps + 1].copy()
+        states[:, :2] = frame.to_map(states[:, :2])
+        states[:, YAW] += frame.yaw
+        return body_overlaps(states, fc, self.vehicle, margin=0.0)
 
     # -- pieces -----------------------------------------------------------------------------------
 
@@ -202,6 +243,7 @@ class MpcPlanner:
         fc,
         risk: RiskField | None,
         ego: EgoState,
+        hold_back: bool = False,
     ) -> Stage:
         cfg, veh = self.config, self.vehicle
         lin = linearize(guess_z[:-1], guess_u, cfg.dt, veh.wheelbase)
@@ -220,7 +262,7 @@ class MpcPlanner:
             # overtaking is judged on the pace the car wants (the profile ahead), not the pace it has
             # while stuck behind someone
             desired = max(ego.v, float(np.max(ref.speed[: max(1, cfg.horizon // 3)])))
-            keep = self.avoidance.build(fc, s_c, d_c, heading_map, desired, frame, speed_now=ego.v)
+            keep = self.avoidance.build(fc, s_c, d_c, heading_map, desired, frame, ego.v, hold_back)
         else:
             keep = KeepClear.inactive(cfg.opponent_slots, cfg.horizon)
         local = (

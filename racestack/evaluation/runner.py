@@ -28,6 +28,7 @@ from racestack.node import result_qos, stamp_to_ns
 from racestack.probe import Probe
 
 SENSOR_TRIGGER = "/sensing/lidar/points"
+CAMERA_TOPIC = "/sensing/camera/image_raw"
 STATE_TOPICS = ("/localization/odometry", "/sensing/camera/camera_info")
 STARTUP_TIMEOUT_S = 180.0
 STALL_TIMEOUT_S = 90.0
@@ -310,6 +311,12 @@ SIMULATOR_SETTINGS = (
 )
 
 
+def _consumers(graph, topic: str) -> int:
+    """How many enabled slots of the stack read ``topic``."""
+    slots = [s for s in graph.enabled_slots() if s != "simulator"]
+    return sum(1 for s in slots if topic in getattr(graph.contracts.get(s), "inputs", ()))
+
+
 def run_closed_loop(
     options: StackOptions,
     scenario: str,
@@ -328,9 +335,9 @@ def run_closed_loop(
     trigger, answer = pick_trigger_and_answer(graph, [SENSOR_TRIGGER])
     result = RunResult(output_bag=out_dir / "run", mode=f"closed loop ({clock})", trigger=trigger, answer=answer,
                        choices=graph.choices)
-    consumers = sum(1 for s in graph.enabled_slots() if trigger in getattr(graph.contracts.get(s), "inputs", ()))
     settings = (*(s.format(clock=clock, scenario=scenario) for s in SIMULATOR_SETTINGS),
-                f"simulator.lidar_subscribers={consumers + 1}")  # + this evaluator's own frame counter
+                f"simulator.lidar_subscribers={_consumers(graph, trigger) + 1}",  # + this evaluator's frame counter
+                f"simulator.camera_subscribers={_consumers(graph, CAMERA_TOPIC)}")
     processes = options.processes(Path(tempfile.mkdtemp(prefix="racestack-run-")), extra_set=settings)
     session = LaunchSession(processes, echo=_log_to(out_dir / "nodes.log"))
     topics = [*graph.outputs(), "/diagnostics"]
