@@ -53,7 +53,7 @@ setup(
     extras_require={"tensorrt": ["tensorrt-cu13>=10.13", "onnxconverter-common>=1.14"]},
     entry_points={
         "console_scripts": [
-            "racestack = racestack.cli:main",
+            "racestack = racestack.cli:entry",
             *(f"{name} = {target}" for name, target in NODES.items()),
         ]
     },

@@ -11,8 +11,10 @@ import importlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from racestack.errors import INTERRUPTED_EXIT, interrupted
+from racestack.watchdog import exit_if_stuck, own_process
 
 # command -> (module, one-line help); a dict value groups subcommands (train ppn, export detector...).
 COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
@@ -82,12 +84,23 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{prog}: interrupted", file=sys.stderr)
         return INTERRUPTED_EXIT
-    if "rclpy" in sys.modules:  # the interpreter's exit deletes any DDS participant left
-        from racestack.contexts import exit_if_stuck
+    return code
 
+
+def entry() -> None:
+    """The ``racestack`` console script: ``main`` in a process of its own."""
+    sys.exit(run_as_process(main))
+
+
+def run_as_process(command: Callable[[], int]) -> int:
+    """Run ``command`` as this process's job; the interpreter's exit, which deletes any DDS
+    participant left, is then watched (``exit_if_stuck``)."""
+    own_process()
+    code = command()
+    if "rclpy" in sys.modules:
         exit_if_stuck()
     return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -1,13 +1,12 @@
-"""Leaving rclpy without hanging: a private node closed from a helper thread, and an exit watchdog.
+"""Closing a node that runs in its own rclpy context inside a tool or test process, without hanging it.
 
-``close_private_node`` is only for a node whose executor thread has already ended (the recorder):
-started while another thread still spins the node, the helper thread can wait for ever for the GIL
-that thread holds inside rclpy.
+Only for a node whose executor thread has already ended (the recorder): started while another
+thread still spins the node, the helper thread can wait for ever for the GIL that thread holds
+inside rclpy.
 """
 
 from __future__ import annotations
 
-import faulthandler
 import sys
 import threading
 
@@ -15,8 +14,6 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import Executor
 from rclpy.node import Node
-
-SHUTDOWN_LIMIT_S = 15.0
 
 
 def close_private_node(node: Node, context: Context, executor: Executor | None = None, timeout_s: float = 5.0) -> bool:
@@ -40,14 +37,3 @@ def close_private_node(node: Node, context: Context, executor: Executor | None =
               file=sys.stderr, flush=True)
     rclpy.try_shutdown(context=context)
     return destroyed.is_set()
-
-
-def exit_if_stuck(limit_s: float = SHUTDOWN_LIMIT_S) -> None:
-    """From now on, a process still running after ``limit_s`` prints every thread's stack and exits 1.
-
-    Deleting a DDS participant (last node destroyed, or the interpreter's exit) can block for ever in
-    Fast DDS when TCP (LARGE_DATA) channels to a busy peer are still open. A process that does not
-    end after its work is done holds a launcher, a test or the car's stack hostage; faulthandler's
-    watchdog is a native thread, so it fires even while the stuck call holds the GIL.
-    """
-    faulthandler.dump_traceback_later(limit_s, exit=True)

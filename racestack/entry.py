@@ -12,6 +12,7 @@ import sys
 from importlib.metadata import entry_points
 
 from racestack.errors import INTERRUPTED_EXIT, interrupted
+from racestack.watchdog import own_process
 
 
 def resolve(name: str):
@@ -30,6 +31,7 @@ _PACKAGES = {"racestack", "perception_nodes", "planning_nodes", "simulation"}
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # see racestack.cli: never inherit an ignored SIGINT
+    own_process()
     if len(sys.argv) < 2:
         raise SystemExit("usage: python -m racestack.entry NAME [--ros-args ...]")
     try:

@@ -30,10 +30,10 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from racestack.contexts import exit_if_stuck
 from racestack.errors import INTERRUPTED_EXIT, InputError, ParameterError, StartupError
 from racestack.params import Param, validate
 from racestack.stats import NodeMonitor, StampGuard, Throttle
+from racestack.watchdog import exit_if_stuck, own_process
 
 COMMON_PARAMS: tuple[Param, ...] = (
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min=0.05, max=60.0),
@@ -267,6 +267,7 @@ def node_main(factory: Callable[[], Node]) -> Callable[[], None]:
     """A console-script entry point for a node class."""
 
     def main() -> None:
+        own_process()
         sys.exit(run_node(factory))
 
     return main
