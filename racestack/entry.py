@@ -7,11 +7,13 @@ where console scripts were put.
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 from importlib.metadata import entry_points
 
 from racestack.errors import INTERRUPTED_EXIT, interrupted
+from racestack.graph import NICE_VARIABLE
 from racestack.watchdog import own_process
 
 
@@ -32,6 +34,9 @@ _PACKAGES = {"racestack", "perception_nodes", "planning_nodes", "simulation"}
 def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # see racestack.cli: never inherit an ignored SIGINT
     own_process()
+    nice = os.environ.get(NICE_VARIABLE, "")
+    if nice:
+        os.nice(int(nice))
     if len(sys.argv) < 2:
         raise SystemExit("usage: python -m racestack.entry NAME [--ros-args ...]")
     try:

@@ -35,10 +35,14 @@ _NODE_KEYS = {
     "args",
     "required",
     "threads",
+    "nice",
 }
 
 
 _CONTRACT_KEYS = ("inputs", "outputs")
+
+
+NICE_VARIABLE = "RACESTACK_NICE"  # applied by racestack.entry in the node's process
 
 
 class GraphError(ValueError):
@@ -58,6 +62,7 @@ class NodeSpec:
     args: list[str] = field(default_factory=list)
     required: bool = True
     threads: int = 0
+    nice: int = 0  # CPU priority below the others' (0-19): a branch the real-time chain must not wait on
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,8 @@ def graph_to_processes(
         if node.threads:
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RACESTACK_THREADS"):
                 env[var] = str(node.threads)
+        if node.nice:
+            env[NICE_VARIABLE] = str(node.nice)
         processes.append(
             ProcessSpec(name=node.name, cmd=cmd, env=env, required=node.required, params_file=str(params_file))
         )
@@ -270,6 +277,12 @@ def _all_node_names(slots: dict[str, Any]) -> set[str]:
     return names
 
 
+def _nice(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 19:
+        raise GraphError(f"{where}: 'nice' must be an integer from 0 to 19, got {value!r}")
+    return value
+
+
 def _node_spec(slot: str, impl: str, raw: Any) -> NodeSpec:
     where = f"slot '{slot}', implementation '{impl}'"
     if not isinstance(raw, dict):
@@ -296,4 +309,5 @@ def _node_spec(slot: str, impl: str, raw: Any) -> NodeSpec:
         args=[str(a) for a in raw.get("args") or []],
         required=bool(raw.get("required", True)),
         threads=int(raw.get("threads", 0)),
+        nice=_nice(raw.get("nice", 0), f"{where}, node '{raw['name']}'"),
     )

@@ -41,3 +41,9 @@ def diagnostics_values(messages: list, node_name: str) -> dict[str, str]:
             if status.name.lstrip("/") == node_name:
                 return {kv.key: kv.value for kv in status.values}
     return {}
+
+
+def print_niceness() -> int:
+    """A ``racestack.entry`` target for tests: this process's CPU niceness."""
+    print(os.nice(0))
+    return 0

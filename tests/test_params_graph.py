@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -65,7 +67,7 @@ GRAPH = {
             "implementations": {
                 "parallel": [{"name": "seg", "entry": "bev_segmentation", "device": "cuda:0"},
                              {"name": "rec", "entry": "bev_reconstruction", "device": "cuda:1", "threads": 1}],
-                "sequential": [{"name": "seq", "entry": "ppn_sequential"}],
+                "sequential": [{"name": "seq", "entry": "ppn_sequential", "nice": 5}],
             },
         },
     },
@@ -120,6 +122,22 @@ def test_processes_carry_params_remaps_env_and_threads(tmp_path) -> None:
     rec = next(p for p in processes if p.name == "rec")
     assert rec.env["OMP_NUM_THREADS"] == "1"
     assert yaml.safe_load(Path(rec.params_file).read_text())["rec"]["ros__parameters"]["device"] == "cuda:1"
+
+
+def test_nice_reaches_the_process_and_lowers_its_priority(tmp_path) -> None:
+    swaps, _ = parse_overrides(["ppn=sequential"], [])
+    processes = graph_to_processes(resolve_graph(GRAPH, swaps), tmp_path, base_env={"PATH": "/bin"})
+    seq = next(p for p in processes if p.name == "seq")
+    assert seq.env["RACESTACK_NICE"] == "5" and "RACESTACK_NICE" not in processes[0].env
+    niceness = subprocess.run(
+        [sys.executable, "-m", "racestack.entry", "support:print_niceness"],
+        cwd=Path(__file__).parent, env={**os.environ, "RACESTACK_NICE": "5"}, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert niceness.stdout.split() == [str(os.nice(0) + 5)], niceness.stderr
+    bad = dict(GRAPH, slots={**GRAPH["slots"], "sensor": {"name": "sensor", "entry": "cloud_relay", "nice": 40}})
+    with pytest.raises(GraphError, match="node 'sensor': 'nice' must be an integer from 0 to 19"):
+        resolve_graph(bad)
 
 
 def test_shipped_graphs_resolve(tmp_path) -> None:

@@ -212,7 +212,11 @@ def test_3dmotformer_tracks_with_the_committed_model_and_two_streams():
         drone["x"], drone["z"], drone["class_id"] = 20.0, 30.0, 1
         drone["length"] = drone["width"] = drone["height"] = 0.8
         d.odometry(11)
-        stamp = d.send(10, drone, topic=FLYING, stamp_ns=d.stamp_ns(10) - int(0.02e9))
+        d.odometry(12)
+        flying = d.send(10, drone, topic=FLYING, stamp_ns=d.stamp_ns(10) + int(0.05e9))
+        time.sleep(0.5)
+        assert answer(probe, outputs["tracks"], flying, timeout=0.5) is None  # the LiDAR frames publish
+        stamp = d.send(11, d.detections(11))
         msg = answer(probe, outputs["tracks"], stamp)
         assert msg is not None
         merged = cloud_to_objects(msg)

@@ -46,6 +46,13 @@ PARAMS = (
         "3D detection object tables (base_link or the odometry's child frame); one tracker each.",
         check=_non_empty,
     ),
+    Param(
+        "publish_on",
+        "first",
+        "Which detection frames publish the tracks: the first topic's (the LiDAR objects, the stack's "
+        "trigger; the others' tracks join them) or every topic's (one publication per input frame).",
+        choices=("first", "every"),
+    ),
     Param("odometry_topic", "/localization/odometry", "Ego pose in map; empty: detections are already in map."),
     Param("output_topic", "/perception/objects/tracked", "Tracks (object table in map)."),
     Param("markers_topic", "/perception/objects/tracked/markers", "Track markers; empty disables them."),
@@ -194,8 +201,9 @@ class TrackerNode(RacestackNode):
                 self.reject("no_odometry", f"no pose within {self.p.max_odometry_gap} s of the stamp", topic)
                 return
             tracks = tracker.step(Detections.from_table(ego.to_map(table[valid])), t, ego)
-            others = [o.output(t) for o in self.trackers.values() if o is not tracker and o.time is not None]
-            self._publish(np.concatenate([tracks, *others]), msg.header)
+            if self.p.publish_on == "every" or topic == self.p.detection_topics[0]:
+                others = [o.output(t) for o in self.trackers.values() if o is not tracker and o.time is not None]
+                self._publish(np.concatenate([tracks, *others]), msg.header)
 
     def _ego_at(self, t: float) -> EgoState | None:
         if not self.p.odometry_topic:
