@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from racestack.graph import GraphError, ProcessSpec, build_processes
+from racestack.shm import remove_stale_segments
 
 STOP_GRACE_S = 3.0
 _PR_SET_PDEATHSIG = 1
@@ -53,6 +54,9 @@ class LaunchSession:
             warning = transport_warning(self.specs[0].env) if self.specs else None
             if warning:
                 self.echo(f"[racestack launch] warning: {warning}")
+            removed = remove_stale_segments()
+            if removed:
+                self.echo(f"[racestack launch] removed {len(removed)} shared-memory segment(s) of dead DDS processes")
         started = {n.spec.name for n in self.nodes}
         for spec in self.specs:
             if spec.name in started or (only is not None and spec.name not in only):

@@ -24,6 +24,8 @@ os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.mkdtemp(prefix="racestac
 import pytest
 from support import REAL_DATA
 
+from racestack.shm import remove_stale_segments
+
 
 @pytest.fixture
 def real_data():
@@ -39,3 +41,7 @@ def probe():
 
     with Probe("test_probe") as p:
         yield p
+
+
+def pytest_sessionstart(session) -> None:
+    remove_stale_segments()  # segments of processes killed by an earlier run would disturb this one
