@@ -38,7 +38,7 @@ from rosgraph_msgs.msg import Clock
 from racestack.bag_qos import describe, qos_from_bag, same_transports_as_the_stack
 from racestack.bags import TIMINGS, Bag, BagError, BagMessage, BagProblem, Timeline, offer_for_recorded
 from racestack.cdr import cdr_problem, header_stamp_ns, message_class
-from racestack.watchdog import exit_if_stuck
+from racestack.process import exit_if_stuck
 
 DEFAULT_CLOCK_HZ = 100.0
 CLOCK_TOPIC = "/clock"

@@ -11,10 +11,9 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import Callable
+from functools import partial
 
-from racestack.errors import INTERRUPTED_EXIT, interrupted
-from racestack.watchdog import exit_if_stuck, own_process
+from racestack.process import exit_code, exit_if_stuck, own_process
 
 # command -> (module, one-line help); a dict value groups subcommands (train ppn, export detector...).
 COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
@@ -49,9 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     # Processes on Fast DDS' default transports do not discover LARGE_DATA ones: every racestack
     # command talks to nodes the launcher started with LARGE_DATA, so it must use it too.
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
-    # A process started in the background of a script inherits an ignored SIGINT: the launcher and
-    # the user stop racestack with it, so it must work from the first import on.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     # SIGTERM unwinds like Ctrl-C, so every command's clean-up (stopping nodes, closing bags) runs.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     top = argparse.ArgumentParser(prog="racestack", description="racestack: perception and planning for racing")
@@ -73,33 +69,24 @@ def main(argv: list[str] | None = None) -> int:
             sub.parse_args(rest or ["--help"])
             return 2
         entry, prog, rest = entry[rest[0]], f"{prog} {rest[0]}", rest[1:]
-    try:
-        module = importlib.import_module(entry[0])
-        parser = argparse.ArgumentParser(prog=prog, description=entry[1])
-        module.configure(parser)
-        args = parser.parse_args(rest)
-        code = int(module.run(args) or 0)
-    except BaseException as exc:
-        if not interrupted(exc):
-            raise
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return INTERRUPTED_EXIT
-    return code
+    return exit_code(partial(_run_command, entry, prog, rest), prog)
+
+
+def _run_command(entry: tuple[str, str], prog: str, rest: list[str]) -> int | None:
+    module = importlib.import_module(entry[0])
+    parser = argparse.ArgumentParser(prog=prog, description=entry[1])
+    module.configure(parser)
+    return module.run(parser.parse_args(rest))
 
 
 def entry() -> None:
-    """The ``racestack`` console script: ``main`` in a process of its own."""
-    sys.exit(run_as_process(main))
-
-
-def run_as_process(command: Callable[[], int]) -> int:
-    """Run ``command`` as this process's job; the interpreter's exit, which deletes any DDS
-    participant left, is then watched (``exit_if_stuck``)."""
+    """The ``racestack`` console script: ``main`` in a process of its own, whose exit (it deletes
+    any DDS participant left) is watched."""
     own_process()
-    code = command()
+    code = main()
     if "rclpy" in sys.modules:
         exit_if_stuck()
-    return code
+    sys.exit(code)
 
 
 if __name__ == "__main__":

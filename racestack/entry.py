@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import importlib
 import os
-import signal
 import sys
 from importlib.metadata import entry_points
 
-from racestack.errors import INTERRUPTED_EXIT, interrupted
 from racestack.graph import NICE_VARIABLE
-from racestack.watchdog import own_process
+from racestack.process import exit_code, own_process
 
 
 def resolve(name: str):
@@ -32,23 +30,15 @@ _PACKAGES = {"racestack", "perception_nodes", "planning_nodes", "simulation"}
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # see racestack.cli: never inherit an ignored SIGINT
     own_process()
     nice = os.environ.get(NICE_VARIABLE, "")
     if nice:
         os.nice(int(nice))
     if len(sys.argv) < 2:
         raise SystemExit("usage: python -m racestack.entry NAME [--ros-args ...]")
-    try:
-        target = resolve(sys.argv[1])
-        sys.argv = [sys.argv[1], *sys.argv[2:]]
-        result = target()
-    except BaseException as exc:
-        if not interrupted(exc):
-            raise
-        print(f"racestack: {sys.argv[1]} interrupted", file=sys.stderr)
-        result = INTERRUPTED_EXIT
-    sys.exit(result if isinstance(result, int) else 0)
+    name = sys.argv[1]
+    sys.argv = [name, *sys.argv[2:]]
+    sys.exit(exit_code(lambda: resolve(name)(), f"racestack: {name}"))
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from racestack.errors import INTERRUPTED_EXIT, InputError, ParameterError, StartupError
 from racestack.params import Param, validate
+from racestack.process import exit_if_stuck, own_process
 from racestack.stats import NodeMonitor, StampGuard, Throttle
-from racestack.watchdog import exit_if_stuck, own_process
 
 COMMON_PARAMS: tuple[Param, ...] = (
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min=0.05, max=60.0),

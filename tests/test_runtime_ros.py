@@ -238,7 +238,7 @@ def test_sigint_during_startup_stops_a_process_started_with_sigint_ignored() -> 
 def test_a_process_stuck_at_exit_leaves_with_its_stacks() -> None:
     """The exit watchdog ends a racestack process whose clean-up hangs, naming where it hung."""
     code = (
-        "import time\nfrom racestack.watchdog import exit_if_stuck, own_process\n"
+        "import time\nfrom racestack.process import exit_if_stuck, own_process\n"
         "own_process()\nexit_if_stuck(1.0)\ntime.sleep(60)\n"
     )
     start = time.monotonic()
@@ -248,7 +248,7 @@ def test_a_process_stuck_at_exit_leaves_with_its_stacks() -> None:
 
 
 def test_the_exit_watchdog_never_ends_a_library_caller() -> None:
-    from racestack.watchdog import exit_if_stuck
+    from racestack.process import exit_if_stuck
 
     exit_if_stuck(0.5)  # this pytest process is not owned by a racestack entry point
     time.sleep(1.5)
