@@ -204,7 +204,7 @@ def create_runner(
     if backend == "tensorrt" or (backend == "auto" and _tensorrt_usable(device)):
         runner = _tensorrt_runner(spec, checkpoint, device, precision, onnx_file, strict=backend == "tensorrt", log=log)
     if runner is None and backend in ("auto", "onnxruntime") and (backend == "onnxruntime" or _has_onnxruntime()):
-        onnx = check_model_file(onnx_file, "ONNX file") if onnx_file else _ensure_onnx(spec, checkpoint, log)
+        onnx = check_model_file(onnx_file, "ONNX file") if onnx_file else ensure_onnx(spec, checkpoint, log)
         runner = OnnxRunner(spec, onnx, device, threads)
     if runner is None:
         runner = TorchRunner(spec, checkpoint, device, threads)
@@ -218,7 +218,7 @@ def _tensorrt_runner(spec, checkpoint, device, precision, onnx_file, strict: boo
 
     if not device.startswith("cuda"):
         raise ParameterError("device", "backend 'tensorrt' needs a CUDA device (e.g. cuda:0)")
-    onnx = Path(onnx_file) if onnx_file else _ensure_onnx(spec, checkpoint, log)
+    onnx = Path(onnx_file) if onnx_file else ensure_onnx(spec, checkpoint, log)
     try:
         engine = engine_for(spec, onnx, device, precision, build=False, log=log)
     except ModelFileError as exc:
@@ -247,7 +247,8 @@ def _has_onnxruntime() -> bool:
     return True
 
 
-def _ensure_onnx(spec: NetworkSpec, checkpoint: Path, log: Callable[[str], None]) -> Path:
+def ensure_onnx(spec: NetworkSpec, checkpoint: Path, log: Callable[[str], None]) -> Path:
+    """The cached ONNX file of ``checkpoint``, exported first if missing."""
     path = onnx_path_for(spec, checkpoint)
     if not path.is_file():
         log(f"{spec.name}: exporting {checkpoint} to {path}")

@@ -7,11 +7,12 @@ new network plugs into export, engines and parity checks by adding one line.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from racestack.inference import NetworkSpec
+from racestack.inference import NetworkSpec, ensure_onnx
 from racestack.paths import models_dir
 
 
@@ -56,3 +57,17 @@ def resolve_networks(names: list[str], checkpoint: str = "") -> list[tuple[Netwo
         (NETWORKS[n].spec(), Path(checkpoint) if checkpoint else models_dir() / NETWORKS[n].checkpoint)
         for n in chosen
     ]
+
+
+# what the default graph's nodes load with their committed checkpoints (the detector node exports
+# its own input size itself)
+GRAPH_NETWORKS = ("ppn_segmentation", "ppn_reconstruction", "tracker_3dmotformer", "riskmap")
+
+
+def prepare_onnx_files(log: Callable[[str], None], names: tuple[str, ...] = GRAPH_NETWORKS) -> None:
+    """Export into the cache, one after the other, the ONNX files the nodes would otherwise export
+    all at once as they start on a fresh machine: four exports together on two cores held the nodes'
+    start-up for tens of seconds, with their DDS participants already up but not served."""
+    for spec, checkpoint in resolve_networks(list(names)):
+        if checkpoint.is_file():
+            ensure_onnx(spec, checkpoint, log)

@@ -24,6 +24,7 @@ from racestack.bags import Bag, require_topics
 from racestack.cdr import message_class
 from racestack.graph import Graph, build_processes, load_graph_file, parse_overrides, resolve_graph
 from racestack.launcher import LaunchSession
+from racestack.networks import prepare_onnx_files
 from racestack.node import result_qos, stamp_to_ns
 from racestack.probe import Probe
 
@@ -204,7 +205,9 @@ def run_on_bag(
                        choices=graph.choices)
     run_dir = Path(tempfile.mkdtemp(prefix="racestack-eval-"))
     processes = options.processes(run_dir, extra_disable=("simulator",))
-    session = LaunchSession(processes, echo=_log_to(out_dir / "nodes.log"))
+    node_log = _log_to(out_dir / "nodes.log")
+    prepare_onnx_files(node_log)
+    session = LaunchSession(processes, echo=node_log)
     recorder = Recorder(result.output_bag, topics=[*graph.outputs(), "/diagnostics"], log=lambda text: None)
     replayer = BagReplayer(bag_path, topics=inputs, log=lambda text: None)
     probe = Probe("racestack_evaluator")
@@ -339,7 +342,9 @@ def run_closed_loop(
                 f"simulator.lidar_subscribers={_consumers(graph, trigger) + 1}",  # + this evaluator's frame counter
                 f"simulator.camera_subscribers={_consumers(graph, CAMERA_TOPIC)}")
     processes = options.processes(Path(tempfile.mkdtemp(prefix="racestack-run-")), extra_set=settings)
-    session = LaunchSession(processes, echo=_log_to(out_dir / "nodes.log"))
+    node_log = _log_to(out_dir / "nodes.log")
+    prepare_onnx_files(node_log)
+    session = LaunchSession(processes, echo=node_log)
     topics = [*graph.outputs(), "/diagnostics"]
     recorder = Recorder(result.output_bag, topics=topics, all_topics=record_all, log=lambda text: None)
     probe = Probe("racestack_closed_loop")
