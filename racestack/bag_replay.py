@@ -38,6 +38,7 @@ from rosgraph_msgs.msg import Clock
 from racestack.bag_qos import describe, qos_from_bag, same_transports_as_the_stack
 from racestack.bags import TIMINGS, Bag, BagError, BagMessage, BagProblem, Timeline, offer_for_recorded
 from racestack.cdr import cdr_problem, header_stamp_ns, message_class
+from racestack.contexts import close_private_node
 from racestack.process import exit_if_stuck
 
 DEFAULT_CLOCK_HZ = 100.0
@@ -378,8 +379,7 @@ class BagReplayer:
     def close(self) -> None:
         """Releases the publishers (and the node and context when the replayer made them)."""
         if self.context is not None:
-            self.node.destroy_node()
-            rclpy.try_shutdown(context=self.context)
+            close_private_node(self.node, self.context)
             self.context = None
         elif self.outputs is not None:
             for publisher in [o.publisher for o in self.outputs.values()] + [self.clock_publisher]:

@@ -80,13 +80,17 @@ def _run_command(entry: tuple[str, str], prog: str, rest: list[str]) -> int | No
 
 
 def entry() -> None:
-    """The ``racestack`` console script: ``main`` in a process of its own, whose exit (it deletes
-    any DDS participant left) is watched."""
+    """The ``racestack`` console script: ``main`` in a process of its own."""
     own_process()
     code = main()
-    if "rclpy" in sys.modules:
-        exit_if_stuck()
-    sys.exit(code)
+    if "rclpy" not in sys.modules:
+        sys.exit(code)
+    # every bag and report is closed: leave without the interpreter's teardown, where a participant
+    # whose deletion hung (left by close_private_node) would hang the exit too
+    exit_if_stuck()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

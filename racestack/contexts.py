@@ -1,8 +1,9 @@
 """Closing a node that runs in its own rclpy context inside a tool or test process, without hanging it.
 
-Only for a node whose executor thread has already ended (the recorder): started while another
-thread still spins the node, the helper thread can wait for ever for the GIL that thread holds
-inside rclpy.
+Only for a node whose executor has stopped (the recorder, the replayer, a node process after its
+spin): started while another thread still spins the node, the helper thread can wait for ever for
+the GIL that thread holds inside rclpy. Destroying the last node deletes the DDS participant, which
+Fast DDS can block on for ever (open TCP channels of LARGE_DATA): the caller then goes on.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from racestack.contexts import close_private_node
 from racestack.errors import INTERRUPTED_EXIT, InputError, ParameterError, StartupError
 from racestack.params import Param, validate
 from racestack.process import exit_if_stuck, own_process
@@ -254,14 +255,16 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
 
 
 def _close(node: Node | None, executor: SingleThreadedExecutor) -> None:
-    """Destroy the node and the DDS participant (watched: see ``exit_if_stuck``)."""
+    """Destroy the node and the DDS participant (watched: see ``exit_if_stuck``); a participant
+    whose deletion hangs in Fast DDS is left to the process's exit after 5 s."""
     exit_if_stuck()
     executor.shutdown()
-    if node is not None:
-        node.destroy_node()
+    context = rclpy.get_default_context()
+    if node is not None and not close_private_node(node, context):
+        return
     rclpy.try_shutdown()
     gc.collect()  # a node whose constructor failed holds the participant: free it here, watched
-    rclpy.get_default_context().destroy()
+    context.destroy()
 
 
 def node_main(factory: Callable[[], Node]) -> Callable[[], None]:

@@ -232,7 +232,7 @@ def test_sigint_during_startup_stops_a_process_started_with_sigint_ignored() -> 
     except subprocess.TimeoutExpired:
         node.kill()
         pytest.fail("SIGINT was ignored during start-up")
-    assert node.returncode in (0, 130), output
+    assert node.returncode in (0, 130, -signal.SIGINT), output  # stopped: cleanly, by its handler or the signal
 
 
 def test_a_process_stuck_at_exit_leaves_with_its_stacks() -> None:
