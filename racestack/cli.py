@@ -13,7 +13,7 @@ import signal
 import sys
 from functools import partial
 
-from racestack.process import exit_code, exit_if_stuck, own_process
+from racestack.process import exit_code, exit_if_stuck, leave, own_process
 
 # command -> (module, one-line help); a dict value groups subcommands (train ppn, export detector...).
 COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
@@ -85,12 +85,8 @@ def entry() -> None:
     code = main()
     if "rclpy" not in sys.modules:
         sys.exit(code)
-    # every bag and report is closed: leave without the interpreter's teardown, where a participant
-    # whose deletion hung (left by close_private_node) would hang the exit too
     exit_if_stuck()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    leave(code)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from racestack.contexts import close_private_node
 from racestack.errors import INTERRUPTED_EXIT, InputError, ParameterError, StartupError
 from racestack.params import Param, validate
-from racestack.process import exit_if_stuck, own_process
+from racestack.process import exit_if_stuck, leave, own_process
 from racestack.stats import NodeMonitor, StampGuard, Throttle
 
 COMMON_PARAMS: tuple[Param, ...] = (
@@ -272,11 +272,8 @@ def node_main(factory: Callable[[], Node]) -> Callable[[], None]:
 
     def main() -> None:
         own_process()
-        code = run_node(factory)
-        # the node and its participant are gone: skip the interpreter's teardown of torch and ONNX
-        # Runtime, which made eight nodes stopping at once on two cores outlast the launcher's grace
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        # the interpreter's teardown of torch and ONNX Runtime made eight nodes stopping at once on
+        # two cores outlast the launcher's grace
+        leave(run_node(factory))
 
     return main

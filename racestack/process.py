@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from racestack.errors import INTERRUPTED_EXIT, interrupted
 
@@ -53,3 +54,11 @@ def exit_if_stuck(limit_s: float = SHUTDOWN_LIMIT_S) -> None:
         return
     with contextlib.suppress(OSError, ValueError):
         faulthandler.dump_traceback_later(limit_s, exit=True, file=sys.__stderr__)
+
+
+def leave(code: int) -> NoReturn:
+    """End the process now that everything it wrote is closed: no interpreter teardown (torch, ONNX
+    Runtime, a DDS participant whose deletion hung and was left behind)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
