@@ -90,9 +90,9 @@ def answer(probe, collector, stamp_ns: int, timeout: float = 15.0):
     return find()
 
 
-def start(probe, session, lines) -> dict:
+def start(probe, session, lines, tracks: str = TRACKS) -> dict:
     outputs = {
-        "tracks": probe.collect(PointCloud2, TRACKS, keep=200),
+        "tracks": probe.collect(PointCloud2, tracks, keep=200),
         "diagnostics": probe.collect(DiagnosticArray, "/diagnostics", keep=50),
     }
     assert probe.wait_for_subscribers(DETECTIONS, 1, 120.0), f"tracker never subscribed: {lines[-20:]}"
@@ -102,7 +102,7 @@ def start(probe, session, lines) -> dict:
         probe.publisher(Odometry, ODOMETRY),
     ]
     assert probe.wait_for(lambda: all(p.get_subscription_count() > 0 for p in publishers), 20.0)
-    assert probe.wait_for(lambda: probe.node.count_publishers(TRACKS) > 0, 10.0)
+    assert probe.wait_for(lambda: probe.node.count_publishers(tracks) > 0, 10.0)
     time.sleep(0.5)
     return outputs
 
@@ -201,8 +201,11 @@ def test_3dmotformer_tracks_with_the_committed_model_and_two_streams():
     from racestack.probe import Probe
 
     lines = Lines()
-    with launched(slot(method="3dmotformer"), echo=lines) as session, Probe("tracker_test_probe_b") as probe:
-        outputs = start(probe, session, lines)
+    # its own output topic: the module's Kalman node (same inputs) is still running
+    own = f"{TRACKS}/motformer"
+    with launched(slot(method="3dmotformer", output_topic=own), echo=lines) as session, \
+            Probe("tracker_test_probe_b") as probe:
+        outputs = start(probe, session, lines, own)
         d = fresh_drive(probe, 5000.0)
         results = drive(probe, outputs, range(10), d)
         last = results[-1]
