@@ -85,6 +85,7 @@ def publisher(count: int, rate: float) -> None:
     from rclpy.node import Node
     from sensor_msgs.msg import PointCloud2
 
+    from racestack.contexts import close_private_node
     from racestack.node import result_qos
 
     rclpy.init()
@@ -101,8 +102,7 @@ def publisher(count: int, rate: float) -> None:
         next_time += 1.0 / rate
         time.sleep(max(0.0, next_time - time.monotonic()))
     time.sleep(1.0)
-    node.destroy_node()
-    rclpy.try_shutdown()
+    close_private_node(node, node.context)
 
 
 def record_from_peer(path: Path, count: int, rate: float) -> tuple[int, float]:

@@ -31,6 +31,7 @@ def node_rate(scenario: str, seconds: float) -> dict[str, float]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
+    from racestack.contexts import close_private_node
     from racestack.stats import RollingStats
     from simulation.sim_node import SimulatorNode
 
@@ -53,8 +54,7 @@ def node_rate(scenario: str, seconds: float) -> dict[str, float]:
         messages = node.monitor.processing_ms.summary()
         physics = node.step_ms.summary()
     finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+        close_private_node(node, node.context)
     return {
         "frames": frames,
         "rate": frames / wall,

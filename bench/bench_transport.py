@@ -45,6 +45,7 @@ def publisher(count: int, rate: float, reliable: bool) -> None:
     from rclpy.node import Node
     from sensor_msgs.msg import PointCloud2
 
+    from racestack.contexts import close_private_node
     from racestack.node import result_qos, sensor_qos
     from racestack.pointcloud import xyz_to_cloud
 
@@ -67,8 +68,7 @@ def publisher(count: int, rate: float, reliable: bool) -> None:
         next_time += period
         time.sleep(max(0.0, next_time - time.monotonic()))
     time.sleep(0.5)
-    node.destroy_node()
-    rclpy.shutdown()
+    close_private_node(node, node.context)
 
 
 def transport(count: int, rate: float, transports: str, reliable: bool) -> dict[str, float]:

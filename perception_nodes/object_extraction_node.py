@@ -61,7 +61,7 @@ class ObjectExtractionNode(RacestackNode):
         self.marker_pub = (
             self.create_publisher(MarkerArray, p.output_topic + "/markers", result_qos()) if p.markers else None
         )
-        self.create_subscription(OccupancyGrid, p.segmentation_topic, self.on_segmentation, sensor_qos(depth=2))
+        self.create_subscription(OccupancyGrid, p.segmentation_topic, self.on_segmentation, result_qos(2))
         if p.cloud_topic:
             self.create_subscription(PointCloud2, p.cloud_topic, self.on_cloud, sensor_qos(depth=2))
 

@@ -16,7 +16,7 @@ from sensor_msgs.msg import PointCloud2
 from planning_nodes.messages import odometry_to_ego, track_from_paths
 from planning_nodes.plan import EgoState
 from racestack.errors import InputError, ModelFileError
-from racestack.node import RacestackNode, latched_qos, sensor_qos, stamp_to_ns
+from racestack.node import RacestackNode, latched_qos, result_qos, sensor_qos, stamp_to_ns
 from racestack.objects import cloud_to_objects, valid_objects
 from racestack.params import Param
 from simulation.track import Track, load_track
@@ -62,7 +62,7 @@ class PlannerInputs:
                     Path, f"/map/{name}", lambda msg, name=name: self._on_map(name, msg), latched_qos()
                 )
         self.create_subscription(Odometry, self.p.odometry_topic, self._on_odometry, sensor_qos(5))
-        self.create_subscription(PointCloud2, self.p.objects_topic, self._on_objects, sensor_qos(2))
+        self.create_subscription(PointCloud2, self.p.objects_topic, self._on_objects, result_qos(2))
 
     def _set_track(self, track: Track) -> None:
         self.track = track

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     context = {"bag": str(bag), "mode": "score only" if result is None else result.mode}
     if result is not None:
         context.update(trigger=result.trigger, answer=result.answer, choices=result.choices,
-                       lockstep_timeouts=result.timeouts, wall_s=round(result.wall_s, 1))
+                       lockstep_timeouts=result.timeouts, resent=result.resent, wall_s=round(result.wall_s, 1))
     page = write_report(bags, card, out, f"racestack evaluation of {bag.name}", context)
     print_summary(card, f"evaluation of {bag} ({context['mode']})")
     print(f"\nreport: {page}")

@@ -26,6 +26,7 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -171,6 +172,20 @@ class RacestackNode(Node):
 
     def count(self, key: str, amount: int = 1) -> None:
         self.monitor.counters[key] += amount
+
+    def create_subscription(self, msg_type, topic: str, callback, qos_profile, **kwargs):
+        """A publisher whose QoS can never match (a best-effort one for a reliable subscription) is
+        warned about and counted: otherwise the node would wait for its data in silence."""
+        if "event_callbacks" not in kwargs:
+            kwargs["event_callbacks"] = SubscriptionEventCallbacks(
+                incompatible_qos=lambda event, name=topic: self._incompatible_qos(name, event))
+        return super().create_subscription(msg_type, topic, callback, qos_profile, **kwargs)
+
+    def _incompatible_qos(self, topic: str, event) -> None:
+        self.count("incompatible_qos_publishers")
+        policy = str(getattr(event.last_policy_kind, "name", event.last_policy_kind)).removeprefix("RMW_QOS_POLICY_")
+        self.warn_limited(f"qos:{topic}", f"a publisher on {topic} offers QoS this subscription cannot take "
+                                          f"({policy}); its messages are not received")
 
     def accept_stamp(self, stream: str, stamp: Time, on_time_jump: Callable[[], None] | None = None) -> bool:
         """True if the stamp is usable; rejects stale/out-of-order ones; resets state on a jump back."""

@@ -17,6 +17,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
+from racestack.contexts import close_private_node
 from racestack.node import result_qos
 
 
@@ -112,9 +113,8 @@ class Probe:
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
         self._thread.join(timeout=2.0)
+        close_private_node(self.node, self.context)
 
     def __enter__(self) -> Probe:
         return self

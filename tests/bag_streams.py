@@ -24,6 +24,7 @@ from rclpy.serialization import serialize_message
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
 
+from racestack.contexts import close_private_node
 from racestack.node import latched_qos, ns_to_stamp, result_qos, sensor_qos
 from racestack.pointcloud import xyz_to_cloud
 
@@ -103,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.out, "wb") as handle:
         pickle.dump(sent, handle)
     time.sleep(0.3)
-    node.destroy_node()
-    rclpy.try_shutdown()
+    close_private_node(node, node.context)
     return 0
 
 

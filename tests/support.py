@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,3 +49,30 @@ def print_niceness() -> int:
     """A ``racestack.entry`` target for tests: this process's CPU niceness."""
     print(os.nice(0))
     return 0
+
+
+STACKS_GRACE_S = 3.0
+
+
+def run_command(cmd: list[str], timeout: float, **kwargs: Any) -> subprocess.CompletedProcess:
+    """``subprocess.run`` with output captured; a command still running after ``timeout`` fails the
+    test showing its output and stacks (``stuck``)."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise stuck(process, f"still running after {timeout:.0f} s") from None
+    return subprocess.CompletedProcess(cmd, process.returncode, stdout, stderr)
+
+
+def stuck(process: subprocess.Popen, what: str) -> AssertionError:
+    """Asks a process that should have ended for its stacks (racestack processes print them on
+    SIGUSR1), kills it, and says where it was."""
+    process.send_signal(signal.SIGUSR1)
+    try:
+        stdout, stderr = process.communicate(timeout=STACKS_GRACE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+    output = f"{(stdout or '')[-3000:]}\n{(stderr or '')[-8000:]}"
+    return AssertionError(f"{' '.join(map(str, process.args))} {what}; its output and stacks:\n{output}")

@@ -20,7 +20,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.serialization import deserialize_message, serialize_message
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import PointCloud2
-from support import launched
+from support import launched, run_command, stuck
 
 from racestack.bag_record import Recorder
 from racestack.bag_replay import BagReplayer
@@ -41,11 +41,7 @@ ODOMETRY = "/localization/odometry"
 
 
 def run_racestack(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run([*RACESTACK, *args], capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        output = (exc.stdout or b"").decode(errors="replace") + (exc.stderr or b"").decode(errors="replace")
-        pytest.fail(f"racestack {' '.join(args)} still running after {timeout} s:\n{output}")
+    return run_command([*RACESTACK, *args], timeout)
 
 
 def start_racestack(*args: str) -> subprocess.Popen:
@@ -54,7 +50,10 @@ def start_racestack(*args: str) -> subprocess.Popen:
 
 def interrupt(proc: subprocess.Popen, timeout: float = 30.0) -> tuple[int, str]:
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=timeout)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise stuck(proc, f"still running {timeout:.0f} s after SIGINT") from None
     return proc.returncode, out
 
 
@@ -427,9 +426,8 @@ def test_simulator_recording_replays_like_the_simulator(tmp_path, probe):
         deadline = time.monotonic() + 60.0
         while enough and time.monotonic() < deadline and min(recorder.counts.get(t, 0) for t in (LIDAR, ODOMETRY)) < 10:
             time.sleep(0.1)
-        sim.send_signal(signal.SIGINT)
-        output, _ = sim.communicate(timeout=30)
-        assert enough and sim.returncode == 0, output
+        returncode, output = interrupt(sim)
+        assert enough and returncode == 0, output
         time.sleep(0.5)
     with Bag(bag) as opened:
         counts = {name: info.count for name, info in opened.topics.items()}

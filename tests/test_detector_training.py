@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from support import REPO
+from support import REPO, run_command
 
 GUARD = textwrap.dedent(
     """
@@ -66,7 +66,7 @@ def isolated(command: list[str]) -> list[str]:
 
 
 def run_offline(command: list[str], env: dict[str, str], cwd: Path) -> str:
-    result = subprocess.run(isolated(command), env=env, cwd=cwd, capture_output=True, text=True, timeout=400)
+    result = run_command(isolated(command), timeout=270, env=env, cwd=cwd)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     return output

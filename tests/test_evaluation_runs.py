@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from support import REPO
+from support import REPO, run_command
 
 from racestack.bags import BagWriter, MissingTopicError
 from racestack.evaluation.runner import StackOptions, run_on_bag
@@ -28,10 +27,8 @@ PERCEPTION_ONLY = ["simulator", "flying_object_detector", "risk_map", "planner"]
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    run = subprocess.run(
-        [sys.executable, "-m", "racestack.cli", "demo", "--duration", "3", "-o", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )
+    run = run_command([sys.executable, "-m", "racestack.cli", "demo", "--duration", "3", "-o", str(out)],
+                      timeout=240, cwd=REPO)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "demo: oval_pack" in run.stdout and "report:" in run.stdout
     return out

@@ -17,8 +17,9 @@ import psutil
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
+from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import PointCloud2
-from support import REPO, diagnostics_values, launched
+from support import REPO, diagnostics_values, launched, run_command
 
 from racestack.image import array_to_image
 from racestack.node import ns_to_stamp
@@ -172,6 +173,23 @@ def test_out_of_order_stamps_rejected_and_time_jump_resets(stack) -> None:
     assert probe.wait_for(lambda: len(centroids.items) > before, 5.0), "frame after a time jump was dropped"
 
 
+def test_a_publisher_whose_qos_cannot_match_is_warned_about_and_counted() -> None:
+    from racestack.node import sensor_qos
+    from racestack.probe import Probe
+
+    topic = "/qos_test/segmentation"
+    slots = {"objects": {"name": "object_extraction", "entry": "object_extraction",
+                         "parameters": {"diagnostics_period": 0.2, "segmentation_topic": topic, "cloud_topic": ""}}}
+    lines = Lines()
+    with launched(slots, echo=lines), Probe("qos_test_probe") as probe:
+        diagnostics = probe.collect(DiagnosticArray, "/diagnostics", keep=50)
+        probe.publisher(OccupancyGrid, topic, sensor_qos())
+        assert _latest(probe, diagnostics, "object_extraction", "incompatible_qos_publishers", 1, 30.0) >= 1
+        warning = f"a publisher on {topic} offers QoS this subscription cannot take (RELIABILITY)"
+        assert probe.wait_for(lambda: lines.count(warning) >= 1, 10.0), "\n".join(lines.lines[-20:])
+        assert lines.count(warning) == 1
+
+
 def test_invalid_parameter_is_reported_as_a_node_failure() -> None:
     lines = Lines()
     slots = {"relay": {"name": "cloud_relay", "entry": "cloud_relay", "parameters": {"max_input_age": -1.0}},
@@ -252,3 +270,15 @@ def test_the_exit_watchdog_never_ends_a_library_caller() -> None:
 
     exit_if_stuck(0.5)  # this pytest process is not owned by a racestack entry point
     time.sleep(1.5)
+
+
+def test_a_stuck_process_is_asked_for_its_stacks() -> None:
+    """SIGUSR1 makes a racestack process print every thread's stack and go on (tests use it on a hang)."""
+    code = (
+        "import time\nfrom racestack.process import own_process\n"
+        "own_process()\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    with pytest.raises(AssertionError, match="still running after 3 s") as failure:
+        run_command([sys.executable, "-c", code], timeout=3.0, cwd=REPO)
+    assert "ready" in str(failure.value) and "most recent call first" in str(failure.value)
+    assert 'File "<string>", line 5' in str(failure.value)

@@ -139,7 +139,7 @@ class TrackerNode(RacestackNode):
         self.pub = self.create_publisher(PointCloud2, p.output_topic, result_qos())
         self.marker_pub = self.create_publisher(MarkerArray, p.markers_topic, result_qos()) if p.markers_topic else None
         for topic in p.detection_topics:
-            self.create_subscription(PointCloud2, topic, lambda msg, t=topic: self.on_detections(msg, t), sensor_qos())
+            self.create_subscription(PointCloud2, topic, lambda msg, t=topic: self.on_detections(msg, t), result_qos(2))
         if p.odometry_topic:
             self.create_subscription(Odometry, p.odometry_topic, self.on_odometry, sensor_qos(depth=20))
         self.add_diagnostics(self._diagnostics)

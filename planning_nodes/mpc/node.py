@@ -21,7 +21,7 @@ from planning_nodes.mpc.risk_field import RiskField
 from planning_nodes.node_common import INPUT_PARAMS, PlannerInputs
 from planning_nodes.riskmap.geometry import RISK_GRID, RISK_TIMES
 from racestack.errors import InputError, ModelFileError
-from racestack.node import RacestackNode, node_main, result_qos, sensor_qos, stamp_to_ns
+from racestack.node import RacestackNode, node_main, result_qos, stamp_to_ns
 from racestack.params import Param
 from racestack.paths import resolve_share_path
 from simulation.track import Track
@@ -97,7 +97,7 @@ class MpcPlannerNode(RacestackNode, PlannerInputs):
         self.command_pub = self.create_publisher(JointState, self.p.command_topic, result_qos())
         self.setup_inputs(self._on_track, self._on_frame, trigger)
         if self.p.use_risk_map or trigger == "risk_map":
-            self.create_subscription(Image, self.p.risk_map_topic, self._on_risk, sensor_qos(2))
+            self.create_subscription(Image, self.p.risk_map_topic, self._on_risk, result_qos(2))
         self.add_diagnostics(self._diagnostics)
         self.get_logger().info(f"mpc_planner: trigger {trigger}, risk map {self.p.use_risk_map}, weights {weights}")
 

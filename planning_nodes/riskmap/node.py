@@ -19,7 +19,7 @@ from planning_nodes.riskmap.predictor import RiskPredictor
 from racestack.errors import InputError
 from racestack.grid import BevGrid, occupancy_to_grid
 from racestack.inference import BACKENDS, create_runner
-from racestack.node import RacestackNode, node_main, result_qos, sensor_qos, stamp_to_ns
+from racestack.node import RacestackNode, node_main, result_qos, stamp_to_ns
 from racestack.params import Param
 from racestack.paths import models_dir
 from simulation.track import Track
@@ -49,7 +49,7 @@ class RiskMapNode(RacestackNode, PlannerInputs):
         self.predictor: RiskPredictor | None = None
         self.segmentation: tuple[int, object, BevGrid] | None = None
         self.pub = self.create_publisher(Image, self.p.output_topic, result_qos(2))
-        self.create_subscription(OccupancyGrid, self.p.segmentation_topic, self._on_segmentation, sensor_qos(2))
+        self.create_subscription(OccupancyGrid, self.p.segmentation_topic, self._on_segmentation, result_qos(2))
         self.setup_inputs(self._on_track, self._on_frame, "objects")
         self.add_diagnostics(lambda: {"backend": self.runner.backend})
 

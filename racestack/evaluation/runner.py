@@ -69,6 +69,7 @@ class RunResult:
     published: dict[int, int] = field(default_factory=dict)
     answered: dict[int, int] = field(default_factory=dict)
     timeouts: int = 0
+    resent: int = 0
     wall_s: float = 0.0
     choices: dict[str, str] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
@@ -225,7 +226,7 @@ def run_on_bag(
                 o.topic for o in replayer.outputs.values() if o.publisher.get_subscription_count() == 0
             )
 
-        _wait_ready(session, partial(replayer.wait_for_subscribers, 0.0, inputs), unsubscribed, STARTUP_TIMEOUT_S)
+        _wait_ready(session, partial(_subscribed, replayer, graph), unsubscribed, STARTUP_TIMEOUT_S)
         outputs = graph.outputs()
         _wait_ready(session, partial(recorder.wait_for_topics, outputs, 0.0),
                     lambda: f"not recording yet: {sorted(set(outputs) - recorder.subscribed())}", 60.0)
@@ -245,6 +246,13 @@ def run_on_bag(
         replayer.close()
         probe.close()
     return result
+
+
+def _subscribed(replayer: BagReplayer, graph: Graph) -> bool:
+    """Every replayed topic has a subscriber per slot that reads it: a sweep sent while one of them
+    is still matching is lost to it (best effort)."""
+    return all(o.publisher.get_subscription_count() >= max(1, _consumers(graph, o.topic))
+               for o in replayer.outputs.values())
 
 
 def _frame_outputs(graph: Graph, trigger: str, answer: str) -> list[str]:
@@ -273,6 +281,12 @@ def _frame_complete_first(items: Iterable[ReplayItem], trigger: str) -> Iterator
         yield held
 
 
+def _answered(waits: list[_Answers], stamp_ns: int, timeout_s: float) -> bool:
+    """True once every waited topic has answered the frame stamped ``stamp_ns``, within ``timeout_s`` in all."""
+    deadline = time.monotonic() + timeout_s
+    return all([w.wait(stamp_ns, deadline - time.monotonic()) for w in waits])
+
+
 def _replay(replayer, session, waits: list[_Answers], result: RunResult, mode: str, rate: float, timeout_s: float,
             progress):
     wall_start, first = time.monotonic(), None
@@ -295,9 +309,12 @@ def _replay(replayer, session, waits: list[_Answers], result: RunResult, mode: s
         result.published[item.stamp_ns] = time.time_ns()
         # the stack's first inference is slow (sessions warm up, caches fill): as the simulator does
         wait_s = max(timeout_s, FIRST_ANSWER_TIMEOUT_S) if len(result.published) == 1 else timeout_s
-        deadline = time.monotonic() + wait_s
-        if mode == "lockstep" and not all([w.wait(item.stamp_ns, deadline - time.monotonic()) for w in waits]):
-            result.timeouts += 1
+        if mode == "lockstep" and not _answered(waits, item.stamp_ns, wait_s):
+            # a best-effort sweep lost on its way is sent once more; a node that had it rejects the copy
+            replayer.publish(item)
+            result.resent += 1
+            if not _answered(waits, item.stamp_ns, timeout_s):
+                result.timeouts += 1
         if any(n.spec.required for n in session.check()):
             raise EvaluationError("a node died during the run:\n" + "\n".join(session.failures))
         if progress is not None:
