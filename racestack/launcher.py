@@ -123,25 +123,36 @@ class LaunchSession:
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """SIGINT to every node, SIGTERM after ``grace_s``, SIGKILL after that."""
-        for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 2.0)):
-            alive = [n for n in self.nodes if n.popen.poll() is None]
-            if not alive:
-                break
-            for node in alive:
-                _signal_group(node.popen, sig)
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and any(n.popen.poll() is None for n in alive):
-                time.sleep(0.02)
-        for node in self.nodes:
-            node.reported = True
-            if node.reader is not None:
-                node.reader.join(timeout=1.0)
+        _stop(self.nodes, grace_s)
+
+    def restart(self, names: Collection[str]) -> None:
+        """Stops the named nodes and starts them again, as new processes."""
+        nodes = [n for n in self.nodes if n.spec.name in names]
+        _stop(nodes, STOP_GRACE_S)
+        self.nodes = [n for n in self.nodes if n not in nodes]
+        self.start(only=[n.spec.name for n in nodes])
 
     def __enter__(self) -> LaunchSession:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _stop(nodes: list[NodeProcess], grace_s: float) -> None:
+    for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 2.0)):
+        alive = [n for n in nodes if n.popen.poll() is None]
+        if not alive:
+            break
+        for node in alive:
+            _signal_group(node.popen, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and any(n.popen.poll() is None for n in alive):
+            time.sleep(0.02)
+    for node in nodes:
+        node.reported = True
+        if node.reader is not None:
+            node.reader.join(timeout=1.0)
 
 
 def _die_with_parent() -> None:

@@ -282,3 +282,24 @@ def test_a_stuck_process_is_asked_for_its_stacks() -> None:
         run_command([sys.executable, "-c", code], timeout=3.0, cwd=REPO)
     assert "ready" in str(failure.value) and "most recent call first" in str(failure.value)
     assert 'File "<string>", line 5' in str(failure.value)
+
+
+def test_a_node_never_heard_from_is_restarted_once_and_named() -> None:
+    """A process whose messages reach no one (here: one that never publishes) is restarted, then named."""
+    from racestack.graph import ProcessSpec
+    from racestack.liveness import Heartbeats, restart_silent
+    from racestack.probe import Probe
+
+    silent = ProcessSpec(name="mute", cmd=[sys.executable, "-c", "import time; time.sleep(120)"],
+                         env=dict(os.environ), required=True, params_file="")
+    lines = Lines()
+    with launched({"relay": SLOTS["relay"]}, echo=lines) as session, Probe("liveness_probe") as probe:
+        heartbeats = Heartbeats(probe)
+        session.specs.append(silent)
+        session.start(only=["mute"])
+        first_pid = next(n.popen.pid for n in session.nodes if n.spec.name == "mute")
+        assert restart_silent(session, heartbeats, ["cloud_relay", "mute"], timeout_s=10.0) == ["mute"]
+        restarted = [n for n in session.nodes if n.spec.name == "mute"]
+        assert len(restarted) == 1 and restarted[0].popen.pid != first_pid and restarted[0].popen.poll() is None
+        assert lines.count("nothing from mute reaches other processes") == 1
+        assert session.running() == ["cloud_relay", "mute"]

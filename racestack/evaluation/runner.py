@@ -24,6 +24,7 @@ from racestack.bags import Bag, require_topics
 from racestack.cdr import message_class
 from racestack.graph import Graph, build_processes, load_graph_file, parse_overrides, resolve_graph
 from racestack.launcher import LaunchSession
+from racestack.liveness import Heartbeats, restart_silent
 from racestack.networks import prepare_onnx_files
 from racestack.node import result_qos, stamp_to_ns
 from racestack.probe import Probe
@@ -212,6 +213,7 @@ def run_on_bag(
     recorder = Recorder(result.output_bag, topics=[*graph.outputs(), "/diagnostics"], log=lambda text: None)
     replayer = BagReplayer(bag_path, topics=inputs, log=lambda text: None)
     probe = Probe("racestack_evaluator")
+    heartbeats = Heartbeats(probe)
     answers = _Answers(probe, _answer_type(answer), answer)
     # lockstep also waits for the trigger's direct consumers (a net that dropped a frame while the
     # answer came from a faster branch would make two runs of one bag differ)
@@ -233,6 +235,7 @@ def run_on_bag(
         _wait_ready(session, lambda: all(probe.node.count_publishers(t) > 0 for t in waited),
                     lambda: f"no publisher seen yet on {[t for t in waited if not probe.node.count_publishers(t)]}",
                     60.0)
+        _ensure_heard(session, heartbeats, session.running())
         time.sleep(1.0)
         _replay(replayer, session, [answers, *consumers], result, mode, rate, timeout_s,
                 Progress(frames) if progress else None)
@@ -246,6 +249,19 @@ def run_on_bag(
         replayer.close()
         probe.close()
     return result
+
+
+def _ensure_heard(session: LaunchSession, heartbeats: Heartbeats, names: list[str]) -> None:
+    """Every node's messages reach this process before the first frame (see ``racestack.liveness``)."""
+    def alive() -> bool:
+        if any(n.spec.required for n in session.check()):
+            raise EvaluationError("a node died during start-up:\n" + "\n".join(session.failures))
+        return True
+
+    silent = restart_silent(session, heartbeats, names, alive=alive)
+    if silent:
+        raise EvaluationError(f"nothing that {', '.join(silent)} publish reaches other processes, even after a "
+                              "restart (no /diagnostics): a DDS transport fault on this machine")
 
 
 def _subscribed(replayer: BagReplayer, graph: Graph) -> bool:
@@ -365,6 +381,7 @@ def run_closed_loop(
     topics = [*graph.outputs(), "/diagnostics"]
     recorder = Recorder(result.output_bag, topics=topics, all_topics=record_all, log=lambda text: None)
     probe = Probe("racestack_closed_loop")
+    heartbeats = Heartbeats(probe)
     answers = _Answers(probe, _answer_type(answer), answer)
     frames = _Answers(probe, message_class("sensor_msgs/msg/PointCloud2"), trigger, depth=5)
     sim_time = [0.0]
@@ -377,6 +394,7 @@ def run_closed_loop(
         recorder.start()
         _wait_ready(session, partial(recorder.wait_for_topics, outputs, 0.0), f"outputs not advertised: {outputs}",
                     STARTUP_TIMEOUT_S)
+        _ensure_heard(session, heartbeats, stack)
         session.start()
         _wait_ready(session, lambda: sim_time[0] > 0.0, "no /clock from the simulator", STARTUP_TIMEOUT_S)
         begin = sim_time[0]
