@@ -17,22 +17,32 @@ from collections.abc import Callable, Collection
 from diagnostic_msgs.msg import DiagnosticArray
 
 from racestack.launcher import LaunchSession
+from racestack.node import MATCHED_PUBLISHERS, MATCHED_SUBSCRIBERS
 from racestack.probe import Probe
 
 HEARD_TIMEOUT_S = 15.0  # diagnostics come every second; a loaded machine delays the first ones
+LINK_TIMEOUT_S = 30.0  # discovery between a dozen participants on a loaded 2-core machine
 
 
 class Heartbeats:
-    """The nodes whose /diagnostics have reached this probe."""
+    """The nodes whose /diagnostics have reached this probe, and the latest values of each."""
 
     def __init__(self, probe: Probe) -> None:
         self._names: set[str] = set()
+        self._values: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         probe.collect(DiagnosticArray, "/diagnostics", keep=1, callback=self._on_diagnostics)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         with self._lock:
-            self._names.update(status.name.lstrip("/") for status in msg.status)
+            for status in msg.status:
+                name = status.name.lstrip("/")
+                self._names.add(name)
+                self._values[name] = {kv.key: kv.value for kv in status.values}
+
+    def values(self) -> dict[str, dict[str, str]]:
+        with self._lock:
+            return dict(self._values)
 
     def forget(self, names: Collection[str]) -> None:
         with self._lock:
@@ -67,3 +77,62 @@ def restart_silent(session: LaunchSession, heartbeats: Heartbeats, names: Collec
     heartbeats.forget(silent)
     session.restart(silent)
     return heartbeats.wait(session, silent, timeout_s, alive)
+
+
+def unmatched_links(reports: dict[str, dict[str, str]],
+                    external: dict[str, int] | None = None) -> list[tuple[str, str]]:
+    """(node, what) for each link between the reporting nodes (and ``external`` publishers: topic ->
+    their matched readers) that one side has not matched yet; a sample sent before both sides match
+    is lost to the late one (volatile QoS). The node named is the late side ("replayer" for
+    ``external``).
+
+    Each node reports, per input, the writers its reader matched and, per output, the readers its
+    writer matched (``RacestackNode`` diagnostics).
+    """
+    external = external or {}
+    consumers: dict[str, list[tuple[str, int]]] = {}
+    producers: dict[str, list[tuple[str, int]]] = {}
+    for node, values in reports.items():
+        for key, value in values.items():
+            if key.startswith(MATCHED_PUBLISHERS):
+                consumers.setdefault(key[len(MATCHED_PUBLISHERS):], []).append((node, int(value)))
+            elif key.startswith(MATCHED_SUBSCRIBERS):
+                producers.setdefault(key[len(MATCHED_SUBSCRIBERS):], []).append((node, int(value)))
+    problems = []
+    for topic, readers in sorted(consumers.items()):
+        writers = len(producers.get(topic, [])) + (topic in external)
+        problems += [(node, f"{node} has matched {count} of {writers} publishers of {topic}")
+                     for node, count in readers if count < writers]
+        wanted = len(readers)
+        problems += [(node, f"{node} has matched {count} of {wanted} subscribers of {topic}")
+                     for node, count in producers.get(topic, []) if count < wanted]
+        if topic in external and external[topic] < wanted:
+            problems.append(("replayer", f"the replayer has matched {external[topic]} of {wanted} "
+                                         f"subscribers of {topic}"))
+    return problems
+
+
+def restart_unlinked(session: LaunchSession, heartbeats: Heartbeats, external: Callable[[], dict[str, int]],
+                     restartable: Collection[str], timeout_s: float = LINK_TIMEOUT_S,
+                     alive: Callable[[], bool] = lambda: True) -> list[str]:
+    """Waits until every link is matched on both sides, restarting once the ``restartable`` nodes on
+    the late side of a link (a participant that missed a peer's discovery); what is still unmatched."""
+    def problems() -> list[tuple[str, str]]:
+        names = set(session.running())
+        reports = {name: values for name, values in heartbeats.values().items() if name in names}
+        return unmatched_links(reports, external())
+
+    def settled() -> list[tuple[str, str]]:
+        deadline = time.monotonic() + timeout_s
+        while (found := problems()) and time.monotonic() < deadline and alive():
+            time.sleep(0.1)
+        return found
+
+    late = sorted({node for node, _ in settled() if node in restartable})
+    if late:
+        session.echo(f"[racestack launch] links still unmatched after {timeout_s:.0f} s: "
+                     f"{'; '.join(text for _, text in problems())}; restarting {', '.join(late)}")
+        heartbeats.forget(late)
+        session.restart(late)
+        heartbeats.wait(session, late, HEARD_TIMEOUT_S, alive)
+    return [text for _, text in settled()]

@@ -26,6 +26,7 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
+from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -38,7 +39,8 @@ from racestack.process import exit_if_stuck, leave, own_process
 from racestack.stats import NodeMonitor, StampGuard, Throttle
 
 COMMON_PARAMS: tuple[Param, ...] = (
-    Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min=0.05, max=60.0),
+    Param("diagnostics_period", 1.0, "Wall seconds between /diagnostics messages (also without /clock).", min=0.05,
+          max=10.0),
     Param("warn_period", 5.0, "Seconds between repeated warnings of one kind.", min=0.0, max=3600.0),
     Param(
         "max_input_age",
@@ -100,7 +102,10 @@ class RacestackNode(Node):
         self._throttle = Throttle(self.p.warn_period)
         self.stamps = StampGuard(max_age_s=self.p.max_input_age)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", result_qos(10))
-        self._diag_timer = self.create_timer(self.p.diagnostics_period, self.publish_diagnostics)
+        # on the steady clock: with use_sim_time and no /clock yet (or a paused one) a node still says
+        # how it is, and the launcher can tell it is alive (racestack.liveness)
+        self._diag_timer = self.create_timer(self.p.diagnostics_period, self.publish_diagnostics,
+                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._extra_diagnostics: list[Callable[[], dict[str, str]]] = []
 
     # -- parameters -------------------------------------------------------------------------
@@ -222,6 +227,7 @@ class RacestackNode(Node):
 
     def publish_diagnostics(self) -> None:
         values = self.monitor.report()
+        values.update(self._matched_endpoints())
         for source in self._extra_diagnostics:
             values.update(source())
         rejected = int(values.get("rejected", "0"))
@@ -236,6 +242,20 @@ class RacestackNode(Node):
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
 
+
+    def _matched_endpoints(self) -> dict[str, str]:
+        """Matched writers per input and readers per output: a link still being discovered shows as 0
+        (the launcher waits for links, and an operator sees an input that receives from no one)."""
+        values = {f"{MATCHED_PUBLISHERS}{s.topic_name}": str(s.get_publisher_count()) for s in self.subscriptions
+                  if s.topic_name not in PLUMBING_TOPICS}
+        values.update({f"{MATCHED_SUBSCRIBERS}{p.topic_name}": str(p.get_subscription_count()) for p in self.publishers
+                       if p.topic_name not in PLUMBING_TOPICS})
+        return values
+
+
+MATCHED_PUBLISHERS = "matched_publishers."
+MATCHED_SUBSCRIBERS = "matched_subscribers."
+PLUMBING_TOPICS = frozenset({"/rosout", "/parameter_events", "/diagnostics"})
 
 _ARRAY_TYPES = {
     float: ParameterType.PARAMETER_DOUBLE_ARRAY,

@@ -44,14 +44,17 @@ HEARD_TIMEOUT_S = 60.0  # a loaded machine takes seconds to load a model and sen
 
 
 def _restart_silent_nodes(session: LaunchSession) -> None:
-    """A node whose messages reach no one (a rare Fast DDS fault, ``racestack.liveness``) is restarted
-    before the test starts, as the evaluation runner does; a node that exits is left to the test."""
-    from racestack.liveness import Heartbeats, restart_silent
+    """A node whose messages reach no one, or that has not matched a peer, is restarted before the
+    test starts, as the evaluation runner does (``racestack.liveness``); one that exits is the test's."""
+    from racestack.liveness import Heartbeats, restart_silent, restart_unlinked
     from racestack.probe import Probe
 
     with Probe("test_liveness_probe") as probe:
-        silent = restart_silent(session, Heartbeats(probe), session.running(), HEARD_TIMEOUT_S)
-    assert not silent, f"nothing from {silent} reaches other processes, even after a restart"
+        heartbeats = Heartbeats(probe)
+        silent = restart_silent(session, heartbeats, session.running(), HEARD_TIMEOUT_S)
+        assert not silent, f"nothing from {silent} reaches other processes, even after a restart"
+        unmatched = restart_unlinked(session, heartbeats, lambda: {}, session.running(), HEARD_TIMEOUT_S)
+        assert not unmatched, f"links not matched, even after a restart: {unmatched}"
 
 
 def diagnostics_values(messages: list, node_name: str) -> dict[str, str]:

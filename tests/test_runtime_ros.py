@@ -60,7 +60,13 @@ def stack():
         assert probe.wait_for_subscribers("/sensing/lidar/points", 1, 30.0), "relay never subscribed"
         assert probe.wait_for_subscribers("/sensing/lidar/points_clean", 1, 30.0), "stats never subscribed"
         assert probe.wait_for(lambda: probe.node.count_publishers("/sensing/lidar/points_clean") > 0, 10.0)
+        # the chain is best effort: a cloud sent while a reader is still matching its writer is lost,
+        # so clouds go out until one comes through both nodes
+        primer = np.ones((10, 4), np.float32)
+        assert probe.wait_for(lambda: _send(probe, _cloud(probe, primer), pause=0.2) or centroids.items, 60.0)
         time.sleep(0.5)
+        with centroids.lock:
+            centroids.items.clear()
         yield session, probe, centroids, summaries, diagnostics, lines
 
 
@@ -303,3 +309,34 @@ def test_a_node_never_heard_from_is_restarted_once_and_named() -> None:
         assert len(restarted) == 1 and restarted[0].popen.pid != first_pid and restarted[0].popen.poll() is None
         assert lines.count("nothing from mute reaches other processes") == 1
         assert session.running() == ["cloud_relay", "mute"]
+
+
+def test_unmatched_links_name_the_side_that_has_not_matched() -> None:
+    from racestack.liveness import unmatched_links
+
+    reports = {
+        "seg": {"matched_publishers./points": "1", "matched_subscribers./seg": "1"},
+        "objects": {"matched_publishers./seg": "0", "matched_publishers./points": "1"},
+        "risk": {"matched_publishers./seg": "1"},
+    }
+    assert unmatched_links(reports, {"/points": 2}) == [
+        ("objects", "objects has matched 0 of 1 publishers of /seg"),
+        ("seg", "seg has matched 1 of 2 subscribers of /seg"),
+    ]
+    reports["objects"]["matched_publishers./seg"] = "1"
+    reports["seg"]["matched_subscribers./seg"] = "2"
+    assert unmatched_links(reports, {"/points": 1}) == [
+        ("replayer", "the replayer has matched 1 of 2 subscribers of /points")]
+    assert unmatched_links(reports, {"/points": 2}) == []
+
+
+def test_nodes_report_their_matched_links(stack) -> None:
+    from racestack.liveness import Heartbeats, unmatched_links
+
+    _, probe, *_ = stack
+    heartbeats = Heartbeats(probe)
+    assert probe.wait_for(lambda: set(heartbeats.values()) >= {"cloud_relay", "topic_stats"}, 10.0)
+    relay = heartbeats.values()["cloud_relay"]
+    assert int(relay["matched_subscribers./sensing/lidar/points_clean"]) >= 1
+    assert int(heartbeats.values()["topic_stats"]["matched_publishers./sensing/lidar/points_clean"]) == 1
+    assert unmatched_links(heartbeats.values()) == []

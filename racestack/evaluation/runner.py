@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -24,7 +24,7 @@ from racestack.bags import Bag, require_topics
 from racestack.cdr import message_class
 from racestack.graph import Graph, build_processes, load_graph_file, parse_overrides, resolve_graph
 from racestack.launcher import LaunchSession
-from racestack.liveness import Heartbeats, restart_silent
+from racestack.liveness import Heartbeats, restart_silent, restart_unlinked
 from racestack.networks import prepare_onnx_files
 from racestack.node import result_qos, stamp_to_ns
 from racestack.probe import Probe
@@ -142,9 +142,7 @@ def _answer_type(topic: str) -> type:
 def _wait_ready(session: LaunchSession, ready: Callable[[], bool], what: str | Callable[[], str], timeout_s: float):
     deadline = time.monotonic() + timeout_s
     while not ready():
-        dead = session.check()
-        if any(n.spec.required for n in dead):
-            raise EvaluationError("a node died during start-up:\n" + "\n".join(session.failures))
+        _no_required_death(session)
         if time.monotonic() > deadline:
             detail = what() if callable(what) else what
             raise EvaluationError(f"the stack was not ready after {timeout_s:.0f} s ({detail})")
@@ -236,6 +234,7 @@ def run_on_bag(
                     lambda: f"no publisher seen yet on {[t for t in waited if not probe.node.count_publishers(t)]}",
                     60.0)
         _ensure_heard(session, heartbeats, session.running())
+        _wait_linked(session, heartbeats, session.running(), replayer)
         time.sleep(1.0)
         _replay(replayer, session, [answers, *consumers], result, mode, rate, timeout_s,
                 Progress(frames) if progress else None)
@@ -251,17 +250,36 @@ def run_on_bag(
     return result
 
 
+def _no_required_death(session: LaunchSession) -> bool:
+    if any(n.spec.required for n in session.check()):
+        raise EvaluationError("a node died during start-up:\n" + "\n".join(session.failures))
+    return True
+
+
 def _ensure_heard(session: LaunchSession, heartbeats: Heartbeats, names: list[str]) -> None:
     """Every node's messages reach this process before the first frame (see ``racestack.liveness``)."""
-    def alive() -> bool:
-        if any(n.spec.required for n in session.check()):
-            raise EvaluationError("a node died during start-up:\n" + "\n".join(session.failures))
-        return True
-
-    silent = restart_silent(session, heartbeats, names, alive=alive)
+    silent = restart_silent(session, heartbeats, names, alive=partial(_no_required_death, session))
     if silent:
         raise EvaluationError(f"nothing that {', '.join(silent)} publish reaches other processes, even after a "
                               "restart (no /diagnostics): a DDS transport fault on this machine")
+
+
+def _wait_linked(session: LaunchSession, heartbeats: Heartbeats, restartable: Collection[str],
+                 replayer: BagReplayer | None = None) -> None:
+    """Every link between the nodes (and from the replayer) matched on both sides: the first frame's
+    results are otherwise lost to a reader still being discovered, and lockstep waits for them in vain."""
+    unmatched = restart_unlinked(session, heartbeats, lambda: _replayed(replayer) if replayer else {},
+                                 restartable, alive=partial(_no_required_death, session))
+    if unmatched:
+        raise EvaluationError("links between the nodes not matched, even after a restart: " + "; ".join(unmatched))
+
+
+def _replayed(replayer: BagReplayer) -> dict[str, int]:
+    """Matched readers of each topic the replayer publishes."""
+    counts = {o.topic: o.publisher.get_subscription_count() for o in replayer.outputs.values()}
+    if replayer.clock_publisher is not None:
+        counts["/clock"] = replayer.clock_publisher.get_subscription_count()
+    return counts
 
 
 def _subscribed(replayer: BagReplayer, graph: Graph) -> bool:
@@ -395,8 +413,10 @@ def run_closed_loop(
         _wait_ready(session, partial(recorder.wait_for_topics, outputs, 0.0), f"outputs not advertised: {outputs}",
                     STARTUP_TIMEOUT_S)
         _ensure_heard(session, heartbeats, stack)
+        _wait_linked(session, heartbeats, stack)
         session.start()
         _wait_ready(session, lambda: sim_time[0] > 0.0, "no /clock from the simulator", STARTUP_TIMEOUT_S)
+        _wait_linked(session, heartbeats, stack)  # the simulator's links, found by the running stack
         begin = sim_time[0]
         bar = Progress(duration_s) if progress else None
         last_time, last_change = sim_time[0], time.monotonic()
