@@ -5,6 +5,7 @@ Used by the tests (the stack runs in other processes), the benchmarks and the ev
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +52,10 @@ class Collector:
         return [r.msg for r in self.snapshot()]
 
 
+SPIN_PERIOD_S = 0.05
+CLOSE_JOIN_S = 5.0
+
+
 class Probe:
     """An rclpy node spinning in its own context and thread."""
 
@@ -61,14 +66,19 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._publishers: dict[str, Any] = {}
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
+        """Short waits, not ``executor.spin()``: rclpy's ``Executor.shutdown`` can destroy the guard
+        condition before a spinning thread enters its wait, which then never wakes; destroying the node
+        under that wait blocks for ever with the GIL held (a whole test run hung on it)."""
         try:
-            self.executor.spin()
+            while not self._closing.is_set() and self.context.ok():
+                self.executor.spin_once(timeout_sec=SPIN_PERIOD_S)
         except Exception:
-            if self.context.ok():
+            if self.context.ok() and not self._closing.is_set():
                 raise
 
     def publisher(self, msg_type: type, topic: str, qos: QoSProfile | None = None):
@@ -112,9 +122,13 @@ class Probe:
         return self.node.get_clock().now().nanoseconds
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=1.0)
-        self._thread.join(timeout=2.0)
-        close_private_node(self.node, self.context)
+        self._closing.set()
+        self._thread.join(timeout=CLOSE_JOIN_S)
+        if self._thread.is_alive():  # a callback that does not return: never destroy the node under it
+            print(f"racestack: probe '{self.node.get_name()}' still in a callback after {CLOSE_JOIN_S:.0f} s; "
+                  "left to the process's exit", file=sys.stderr, flush=True)
+            return
+        close_private_node(self.node, self.context, self.executor)
 
     def __enter__(self) -> Probe:
         return self
