@@ -229,7 +229,7 @@ def test_missing_or_corrupt_model_fails_at_startup_naming_the_path(tmp_path, pro
     if problem != "missing":
         path.write_bytes(b"not a model\n" * 100)
     lines = Lines()
-    with launched(slot(weights=str(path)), echo=lines) as session:
+    with launched(slot(weights=str(path)), echo=lines, heard=False) as session:
         assert session.wait(180.0) == 1, "the node did not stop"  # torch + ultralytics imports, loaded CI
     text = "\n".join(lines.lines)
     assert "start-up error" in text and str(path) in text, text[-2000:]

@@ -201,7 +201,7 @@ def test_missing_checkpoint_fails_at_startup_naming_the_file(tmp_path):
             "parameters": {"segmentation_model": str(missing)},
         }
     }
-    with launched(slots) as session:
+    with launched(slots, heard=False) as session:
         assert session.wait(duration_s=60.0) == 1
         report = "\n".join(session.failures)
     assert "exited with code 2" in report and str(missing) in report

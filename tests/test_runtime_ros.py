@@ -200,7 +200,7 @@ def test_invalid_parameter_is_reported_as_a_node_failure() -> None:
     lines = Lines()
     slots = {"relay": {"name": "cloud_relay", "entry": "cloud_relay", "parameters": {"max_input_age": -1.0}},
              "stats": SLOTS["stats"]}
-    with launched(slots, echo=lines) as session:
+    with launched(slots, echo=lines, heard=False) as session:
         assert session.wait(duration_s=30.0) == 1
         report = "\n".join(session.failures)
     assert "node 'cloud_relay' exited with code 2" in report

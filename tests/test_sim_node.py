@@ -214,7 +214,7 @@ def test_bad_scenario_stops_the_node_naming_the_key(tmp_path):
     scenario.write_text("track: {type: oval}\nopponents:\n  - {gap: 10, lane: left}\n")
     lines: list[str] = []
     slots = {"simulator": {"name": "simulator", "entry": "simulator", "parameters": {"scenario": str(scenario)}}}
-    with launched(slots, echo=lines.append) as session:
+    with launched(slots, echo=lines.append, heard=False) as session:
         assert session.wait(120.0) == 1
     text = "\n".join(session.failures)
     assert "exited with code 2" in text

@@ -237,7 +237,7 @@ def test_3dmotformer_tracks_with_the_committed_model_and_two_streams():
 def test_missing_checkpoint_fails_at_start_naming_the_path(tmp_path):
     missing = tmp_path / "nothing.pt"
     lines = Lines()
-    with launched(slot(method="3dmotformer", checkpoint=str(missing)), echo=lines) as session:
+    with launched(slot(method="3dmotformer", checkpoint=str(missing)), echo=lines, heard=False) as session:
         assert session.wait(180.0) == 1
     text = "\n".join(lines)
     assert str(missing) in text and "start-up error" in text
@@ -245,6 +245,6 @@ def test_missing_checkpoint_fails_at_start_naming_the_path(tmp_path):
 
 def test_invalid_parameter_fails_at_start_naming_it():
     lines = Lines()
-    with launched(slot(method="kalman", max_age=-1), echo=lines) as session:
+    with launched(slot(method="kalman", max_age=-1), echo=lines, heard=False) as session:
         assert session.wait(180.0) == 1
     assert "max_age" in "\n".join(lines)
