@@ -24,7 +24,7 @@ from racestack.bags import Bag, require_topics
 from racestack.cdr import message_class
 from racestack.graph import Graph, build_processes, load_graph_file, parse_overrides, resolve_graph
 from racestack.launcher import LaunchSession
-from racestack.liveness import Heartbeats, restart_silent, restart_unlinked
+from racestack.liveness import LINK_TIMEOUT_S, Heartbeats, restart_silent, restart_unlinked
 from racestack.networks import prepare_onnx_files
 from racestack.node import result_qos, stamp_to_ns
 from racestack.probe import Probe
@@ -132,6 +132,7 @@ KNOWN_TYPES = {
 
 
 FIRST_ANSWER_TIMEOUT_S = 20.0
+SIMULATOR_LINK_TIMEOUT_S = 8.0
 LOCKSTEP_SETTLE_S = 0.03  # idle nodes take a best-effort message within a few ms on one host
 
 
@@ -265,11 +266,11 @@ def _ensure_heard(session: LaunchSession, heartbeats: Heartbeats, names: list[st
 
 
 def _wait_linked(session: LaunchSession, heartbeats: Heartbeats, restartable: Collection[str],
-                 replayer: BagReplayer | None = None) -> None:
+                 replayer: BagReplayer | None = None, timeout_s: float = LINK_TIMEOUT_S) -> None:
     """Every link between the nodes (and from the replayer) matched on both sides: the first frame's
     results are otherwise lost to a reader still being discovered, and lockstep waits for them in vain."""
     unmatched = restart_unlinked(session, heartbeats, lambda: _replayed(replayer) if replayer else {},
-                                 restartable, alive=partial(_no_required_death, session))
+                                 restartable, timeout_s, alive=partial(_no_required_death, session))
     if unmatched:
         raise EvaluationError("links between the nodes not matched, even after a restart: " + "; ".join(unmatched))
 
@@ -416,7 +417,9 @@ def run_closed_loop(
         _wait_linked(session, heartbeats, stack)
         session.start()
         _wait_ready(session, lambda: sim_time[0] > 0.0, "no /clock from the simulator", STARTUP_TIMEOUT_S)
-        _wait_linked(session, heartbeats, stack)  # the simulator's links, found by the running stack
+        # the simulator's links, checked while it runs (it drives on meanwhile): a short wait, and a
+        # node that missed the simulator's discovery is restarted early in the run
+        _wait_linked(session, heartbeats, stack, timeout_s=SIMULATOR_LINK_TIMEOUT_S)
         begin = sim_time[0]
         bar = Progress(duration_s) if progress else None
         last_time, last_change = sim_time[0], time.monotonic()
