@@ -67,6 +67,14 @@ def diagnostics_values(messages: list, node_name: str) -> dict[str, str]:
     return {}
 
 
+def links_matched(diagnostics, node_name: str, inputs: list[str] = (), outputs: list[str] = ()) -> bool:
+    """True once ``node_name`` reports a matched writer on each input and a matched reader on each
+    output (its diagnostics): a sample sent before its reader matched the writer is lost to it."""
+    values = diagnostics_values(diagnostics.messages(), node_name)
+    return (all(int(values.get(f"matched_publishers.{t}", 0)) >= 1 for t in inputs)
+            and all(int(values.get(f"matched_subscribers.{t}", 0)) >= 1 for t in outputs))
+
+
 def print_niceness() -> int:
     """A ``racestack.entry`` target for tests: this process's CPU niceness."""
     print(os.nice(0))
