@@ -136,3 +136,18 @@ def restart_unlinked(session: LaunchSession, heartbeats: Heartbeats, external: C
         session.restart(late)
         heartbeats.wait(session, late, HEARD_TIMEOUT_S, alive)
     return [text for _, text in settled()]
+
+
+def ensure_live(session: LaunchSession, heartbeats: Heartbeats, restartable: Collection[str],
+                external: Callable[[], dict[str, int]] = dict, heard_timeout_s: float = HEARD_TIMEOUT_S,
+                link_timeout_s: float = LINK_TIMEOUT_S, alive: Callable[[], bool] = lambda: True) -> str | None:
+    """Every node heard from, then every link matched, each fault given one restart; what is still
+    wrong (None when all is well)."""
+    silent = restart_silent(session, heartbeats, restartable, heard_timeout_s, alive)
+    if silent:
+        return (f"nothing that {', '.join(silent)} publish reaches other processes, even after a restart "
+                "(no /diagnostics): a DDS transport fault on this machine")
+    unmatched = restart_unlinked(session, heartbeats, external, restartable, link_timeout_s, alive)
+    if unmatched:
+        return "links between the nodes not matched, even after a restart: " + "; ".join(unmatched)
+    return None

@@ -47,15 +47,13 @@ HEARD_TIMEOUT_S = 60.0  # a loaded machine takes seconds to load a model and sen
 def _restart_silent_nodes(session: LaunchSession) -> None:
     """A node whose messages reach no one, or that has not matched a peer, is restarted before the
     test starts, as the evaluation runner does (``racestack.liveness``); one that exits is the test's."""
-    from racestack.liveness import Heartbeats, restart_silent, restart_unlinked
+    from racestack.liveness import Heartbeats, ensure_live
     from racestack.probe import Probe
 
     with Probe("test_liveness_probe") as probe:
-        heartbeats = Heartbeats(probe)
-        silent = restart_silent(session, heartbeats, session.running(), HEARD_TIMEOUT_S)
-        assert not silent, f"nothing from {silent} reaches other processes, even after a restart"
-        unmatched = restart_unlinked(session, heartbeats, lambda: {}, session.running(), HEARD_TIMEOUT_S)
-        assert not unmatched, f"links not matched, even after a restart: {unmatched}"
+        problem = ensure_live(session, Heartbeats(probe), session.running(), heard_timeout_s=HEARD_TIMEOUT_S,
+                              link_timeout_s=HEARD_TIMEOUT_S)
+    assert problem is None, problem
 
 
 def diagnostics_values(messages: list, node_name: str) -> dict[str, str]:
@@ -70,9 +68,11 @@ def diagnostics_values(messages: list, node_name: str) -> dict[str, str]:
 def links_matched(diagnostics, node_name: str, inputs: list[str] = (), outputs: list[str] = ()) -> bool:
     """True once ``node_name`` reports a matched writer on each input and a matched reader on each
     output (its diagnostics): a sample sent before its reader matched the writer is lost to it."""
+    from racestack.node import MATCHED_PUBLISHERS, MATCHED_SUBSCRIBERS
+
     values = diagnostics_values(diagnostics.messages(), node_name)
-    return (all(int(values.get(f"matched_publishers.{t}", 0)) >= 1 for t in inputs)
-            and all(int(values.get(f"matched_subscribers.{t}", 0)) >= 1 for t in outputs))
+    return (all(int(values.get(MATCHED_PUBLISHERS + t, 0)) >= 1 for t in inputs)
+            and all(int(values.get(MATCHED_SUBSCRIBERS + t, 0)) >= 1 for t in outputs))
 
 
 def print_niceness() -> int:

@@ -24,7 +24,7 @@ from racestack.bags import Bag, require_topics
 from racestack.cdr import message_class
 from racestack.graph import Graph, build_processes, load_graph_file, parse_overrides, resolve_graph
 from racestack.launcher import LaunchSession
-from racestack.liveness import LINK_TIMEOUT_S, Heartbeats, restart_silent, restart_unlinked
+from racestack.liveness import LINK_TIMEOUT_S, Heartbeats, ensure_live
 from racestack.networks import prepare_onnx_files
 from racestack.node import result_qos, stamp_to_ns
 from racestack.probe import Probe
@@ -234,8 +234,7 @@ def run_on_bag(
         _wait_ready(session, lambda: all(probe.node.count_publishers(t) > 0 for t in waited),
                     lambda: f"no publisher seen yet on {[t for t in waited if not probe.node.count_publishers(t)]}",
                     60.0)
-        _ensure_heard(session, heartbeats, session.running())
-        _wait_linked(session, heartbeats, session.running(), replayer)
+        _ensure_live(session, heartbeats, session.running(), replayer)
         time.sleep(1.0)
         _replay(replayer, session, [answers, *consumers], result, mode, rate, timeout_s,
                 Progress(frames) if progress else None)
@@ -257,22 +256,15 @@ def _no_required_death(session: LaunchSession) -> bool:
     return True
 
 
-def _ensure_heard(session: LaunchSession, heartbeats: Heartbeats, names: list[str]) -> None:
-    """Every node's messages reach this process before the first frame (see ``racestack.liveness``)."""
-    silent = restart_silent(session, heartbeats, names, alive=partial(_no_required_death, session))
-    if silent:
-        raise EvaluationError(f"nothing that {', '.join(silent)} publish reaches other processes, even after a "
-                              "restart (no /diagnostics): a DDS transport fault on this machine")
-
-
-def _wait_linked(session: LaunchSession, heartbeats: Heartbeats, restartable: Collection[str],
-                 replayer: BagReplayer | None = None, timeout_s: float = LINK_TIMEOUT_S) -> None:
-    """Every link between the nodes (and from the replayer) matched on both sides: the first frame's
-    results are otherwise lost to a reader still being discovered, and lockstep waits for them in vain."""
-    unmatched = restart_unlinked(session, heartbeats, lambda: _replayed(replayer) if replayer else {},
-                                 restartable, timeout_s, alive=partial(_no_required_death, session))
-    if unmatched:
-        raise EvaluationError("links between the nodes not matched, even after a restart: " + "; ".join(unmatched))
+def _ensure_live(session: LaunchSession, heartbeats: Heartbeats, restartable: Collection[str],
+                 replayer: BagReplayer | None = None, link_timeout_s: float = LINK_TIMEOUT_S) -> None:
+    """Every node heard from and every link (also from the replayer) matched on both sides before the
+    first frame: its results are otherwise lost to a reader still being discovered, and lockstep waits
+    for them in vain (``racestack.liveness``)."""
+    problem = ensure_live(session, heartbeats, restartable, lambda: _replayed(replayer) if replayer else {},
+                          link_timeout_s=link_timeout_s, alive=partial(_no_required_death, session))
+    if problem:
+        raise EvaluationError(problem)
 
 
 def _replayed(replayer: BagReplayer) -> dict[str, int]:
@@ -413,13 +405,12 @@ def run_closed_loop(
         recorder.start()
         _wait_ready(session, partial(recorder.wait_for_topics, outputs, 0.0), f"outputs not advertised: {outputs}",
                     STARTUP_TIMEOUT_S)
-        _ensure_heard(session, heartbeats, stack)
-        _wait_linked(session, heartbeats, stack)
+        _ensure_live(session, heartbeats, stack)
         session.start()
         _wait_ready(session, lambda: sim_time[0] > 0.0, "no /clock from the simulator", STARTUP_TIMEOUT_S)
         # the simulator's links, checked while it runs (it drives on meanwhile): a short wait, and a
         # node that missed the simulator's discovery is restarted early in the run
-        _wait_linked(session, heartbeats, stack, timeout_s=SIMULATOR_LINK_TIMEOUT_S)
+        _ensure_live(session, heartbeats, stack, link_timeout_s=SIMULATOR_LINK_TIMEOUT_S)
         begin = sim_time[0]
         bar = Progress(duration_s) if progress else None
         last_time, last_change = sim_time[0], time.monotonic()
