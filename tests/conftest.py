@@ -10,8 +10,11 @@ from __future__ import annotations
 import faulthandler
 import os
 import random
+import signal
+import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 os.environ["ROS_DOMAIN_ID"] = os.environ.get("RACESTACK_TEST_DOMAIN") or str(random.Random(os.getpid()).randint(1, 200))
 os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
@@ -29,8 +32,10 @@ from support import REAL_DATA
 from racestack.shm import remove_stale_segments
 
 WATCHDOG_MARGIN_S = 60.0
+WATCHDOG_FALLBACK_S = 180.0  # after the watchdog process's own limit, gdb and the kill included
 FAILURE_TAIL_CHARS = 4000
 TERMINAL = pytest.StashKey()
+WATCHDOG = pytest.StashKey()
 
 
 @pytest.fixture
@@ -54,7 +59,24 @@ def pytest_sessionstart(session) -> None:
 
 
 def pytest_configure(config) -> None:
-    config.stash[TERMINAL] = os.fdopen(os.dup(2), "w")  # fd 2 is a capture file while tests run
+    terminal = config.stash[TERMINAL] = os.fdopen(os.dup(2), "w")  # fd 2 is a capture file while tests run
+    faulthandler.register(signal.SIGUSR2, file=terminal, all_threads=True)
+    config.stash[WATCHDOG] = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("watchdog.py")), str(os.getpid())],
+        stdin=subprocess.PIPE, stdout=terminal, stderr=terminal, text=True, start_new_session=True)
+
+
+def pytest_unconfigure(config) -> None:
+    watchdog = config.stash.get(WATCHDOG, None)
+    if watchdog is not None:
+        watchdog.stdin.close()
+        watchdog.wait(timeout=10)
+
+
+def _tell_watchdog(config, line: str) -> None:
+    watchdog = config.stash[WATCHDOG]
+    watchdog.stdin.write(line + "\n")
+    watchdog.stdin.flush()
 
 
 def _terminal(config):
@@ -64,15 +86,19 @@ def _terminal(config):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """A test stuck inside a C call (a DDS participant's deletion) never sees pytest-timeout's
-    SIGALRM: a native watchdog then prints every stack and ends the run, so CI fails saying where."""
+    SIGALRM: the watchdog process (``watchdog.py``) then prints its native and Python stacks and ends
+    the run, so CI fails saying where; faulthandler's own timer ends it if the watchdog cannot."""
     timeout = item.config.getoption("timeout", None)
     limit_s = float(timeout) + WATCHDOG_MARGIN_S if timeout else 0.0
     if limit_s:
-        faulthandler.dump_traceback_later(limit_s, exit=True, file=_terminal(item.config))
+        _tell_watchdog(item.config, f"arm {limit_s} {item.nodeid}")
+        faulthandler.dump_traceback_later(limit_s + WATCHDOG_FALLBACK_S, exit=True, file=_terminal(item.config))
     try:
         yield
     finally:
-        faulthandler.cancel_dump_traceback_later()
+        if limit_s:
+            faulthandler.cancel_dump_traceback_later()
+            _tell_watchdog(item.config, "disarm")
 
 
 def pytest_runtest_logreport(report) -> None:
