@@ -23,19 +23,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.signals import SignalHandlerOptions
 from rosbags.interfaces import QosDurability, QosReliability
 
 from racestack.bag_qos import describe, qos_from_bag, qos_to_bag, same_transports_as_the_stack
 from racestack.bags import STORAGES, BagError, BagWriter, request_for_offers
 from racestack.cdr import message_class
-from racestack.contexts import close_private_node
+from racestack.contexts import close_private_node, open_private_context
 
 DEFAULT_EXCLUDE = r"^/(rosout|parameter_events)$"
 DISCOVERY_PERIOD_S = 0.2
@@ -94,8 +91,7 @@ class Recorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = 0.0
-        self.context = Context()
-        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.context = open_private_context()
         self.node = Node(
             "racestack_recorder",
             context=self.context,

@@ -24,21 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time
 from rclpy.context import Context
 from rclpy.duration import Duration
 from rclpy.exceptions import NameValidationException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from rosbags.interfaces import QosDurability
 from rosgraph_msgs.msg import Clock
 
 from racestack.bag_qos import describe, qos_from_bag, same_transports_as_the_stack
 from racestack.bags import TIMINGS, Bag, BagError, BagMessage, BagProblem, Timeline, offer_for_recorded
 from racestack.cdr import cdr_problem, header_stamp_ns, message_class
-from racestack.contexts import close_private_node
+from racestack.contexts import close_private_node, open_private_context
 from racestack.process import exit_if_stuck
 
 DEFAULT_CLOCK_HZ = 100.0
@@ -123,8 +121,7 @@ class BagReplayer:
         self.stats = ReplayStats()
         self.context: Context | None = None
         if node is None:
-            self.context = Context()
-            rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+            self.context = open_private_context()
             node = Node("racestack_replay", context=self.context)
         self.node = node
         self._clock_lock = threading.Lock()

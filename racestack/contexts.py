@@ -1,9 +1,11 @@
-"""Closing a node that runs in its own rclpy context inside a tool or test process, without hanging it.
+"""Opening and closing the rclpy contexts of tools and tests (probes, the recorder, the replayer),
+without hanging the process that holds them.
 
-Only for a node whose executor has stopped (the recorder, the replayer, a node process after its
-spin): started while another thread still spins the node, the helper thread can wait for ever for
-the GIL that thread holds inside rclpy. Destroying the last node deletes the DDS participant, which
-Fast DDS can block on for ever (open TCP channels of LARGE_DATA): the caller then goes on.
+Each private context is a DDS participant, and destroying its last node deletes the participant,
+which Fast DDS can block on for ever with the GIL held (open TCP channels of LARGE_DATA): nothing
+else in the process runs again. A process that opens and closes many of them (a test run) calls
+``share_one_context`` first: every private context is then one participant, kept until the process
+ends (``os._exit``), so none is ever deleted, and peers discover it once instead of once per probe.
 """
 
 from __future__ import annotations
@@ -15,10 +17,37 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import Executor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+_shared: Context | None = None
+_anchors: list[Node] = []
+
+
+def share_one_context() -> Context:
+    """Makes every later ``open_private_context`` return one context whose participant outlives the
+    nodes opened in it: an anchor node keeps it (rmw deletes a participant with its last node)."""
+    global _shared
+    if _shared is None:
+        context = Context()
+        rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+        _anchors.append(Node("racestack_context_anchor", context=context))
+        _shared = context
+    return _shared
+
+
+def open_private_context(signal_handlers: bool = False) -> Context:
+    """A context of the caller's own, or the shared one after ``share_one_context``."""
+    if _shared is not None:
+        return _shared
+    context = Context()
+    rclpy.init(context=context,
+               signal_handler_options=SignalHandlerOptions.ALL if signal_handlers else SignalHandlerOptions.NO)
+    return context
 
 
 def close_private_node(node: Node, context: Context, executor: Executor | None = None, timeout_s: float = 5.0) -> bool:
-    """Destroys ``node`` and shuts ``context`` down; False if the node could not be destroyed in time.
+    """Destroys ``node`` and shuts ``context`` down unless it is the shared one; False if the node
+    could not be destroyed in time.
 
     ``destroy_node`` blocks until no wait set holds the node's entities; an executor left inside a
     wait (an exception raised mid-spin) can hold them for ever, and a recorder or evaluator that
@@ -36,5 +65,6 @@ def close_private_node(node: Node, context: Context, executor: Executor | None =
     if not destroyed.wait(timeout_s):
         print(f"racestack: node '{node.get_name()}' still in use after {timeout_s:.0f} s; left to the process's exit",
               file=sys.stderr, flush=True)
-    rclpy.try_shutdown(context=context)
+    if context is not _shared:
+        rclpy.try_shutdown(context=context)
     return destroyed.is_set()

@@ -12,13 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import rclpy
-from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
-from racestack.contexts import close_private_node
+from racestack.contexts import close_private_node, open_private_context
 from racestack.node import result_qos
 
 
@@ -57,11 +55,11 @@ CLOSE_JOIN_S = 5.0
 
 
 class Probe:
-    """An rclpy node spinning in its own context and thread."""
+    """An rclpy node spinning in its own thread, in a context of its own or the process's shared one
+    (``racestack.contexts.share_one_context``)."""
 
     def __init__(self, name: str = "racestack_probe", parameters: list | None = None) -> None:
-        self.context = Context()
-        rclpy.init(context=self.context)
+        self.context = open_private_context(signal_handlers=True)
         self.node = Node(name, context=self.context, parameter_overrides=parameters or [])
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)

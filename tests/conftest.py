@@ -29,6 +29,7 @@ os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.mkdtemp(prefix="racestac
 import pytest
 from support import REAL_DATA
 
+from racestack.contexts import share_one_context
 from racestack.shm import remove_stale_segments
 
 WATCHDOG_MARGIN_S = 60.0
@@ -36,6 +37,7 @@ WATCHDOG_FALLBACK_S = 180.0  # after the watchdog process's own limit, gdb and t
 FAILURE_TAIL_CHARS = 4000
 TERMINAL = pytest.StashKey()
 WATCHDOG = pytest.StashKey()
+EXIT_STATUS = pytest.StashKey()
 
 
 @pytest.fixture
@@ -59,6 +61,7 @@ def pytest_sessionstart(session) -> None:
 
 
 def pytest_configure(config) -> None:
+    share_one_context()  # one DDS participant for every probe, recorder and replayer of the run
     terminal = config.stash[TERMINAL] = os.fdopen(os.dup(2), "w")  # fd 2 is a capture file while tests run
     faulthandler.register(signal.SIGUSR2, file=terminal, all_threads=True)
     config.stash[WATCHDOG] = subprocess.Popen(
@@ -66,11 +69,21 @@ def pytest_configure(config) -> None:
         stdin=subprocess.PIPE, stdout=terminal, stderr=terminal, text=True, start_new_session=True)
 
 
+def pytest_sessionfinish(session, exitstatus) -> None:
+    session.config.stash[EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config) -> None:
+    """Ends the process without deleting the shared DDS participant (``racestack.contexts``): its
+    deletion can block for ever inside Fast DDS."""
     watchdog = config.stash.get(WATCHDOG, None)
     if watchdog is not None:
         watchdog.stdin.close()
         watchdog.wait(timeout=10)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(config.stash.get(EXIT_STATUS, 0))
 
 
 def _tell_watchdog(config, line: str) -> None:
