@@ -11,7 +11,7 @@ import os
 import sys
 from importlib.metadata import entry_points
 
-from racestack.graph import CPUS_VARIABLE, NICE_VARIABLE
+from racestack.graph import NICE_VARIABLE
 from racestack.process import exit_code, own_process
 
 
@@ -34,9 +34,6 @@ def main() -> None:
     nice = os.environ.get(NICE_VARIABLE, "")
     if nice:
         os.nice(int(nice))
-    cpus = os.environ.get(CPUS_VARIABLE, "")
-    if cpus:  # before any thread starts: DDS and inference threads inherit it
-        os.sched_setaffinity(0, {int(cpu) for cpu in cpus.split(",")})
     if len(sys.argv) < 2:
         raise SystemExit("usage: python -m racestack.entry NAME [--ros-args ...]")
     name = sys.argv[1]

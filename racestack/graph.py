@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import os
 import sys
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ _NODE_KEYS = {
     "required",
     "threads",
     "nice",
-    "cpu_set",
 }
 
 
@@ -45,21 +43,6 @@ _CONTRACT_KEYS = ("inputs", "outputs")
 
 
 NICE_VARIABLE = "RACESTACK_NICE"  # applied by racestack.entry in the node's process
-CPUS_VARIABLE = "RACESTACK_CPUS"  # the CPUs the node's process may run on, applied by racestack.entry
-CPU_SETS = ("chain", "side")
-
-
-def cpu_set_members(name: str, available: Collection[int]) -> list[int]:
-    """The CPUs of a named set: ``chain`` the upper half of ``available``, ``side`` the lower half.
-
-    The real-time chain keeps cores that no best-effort branch competes for; with fewer than two
-    CPUs there is nothing to split and both sets are every CPU.
-    """
-    cpus = sorted(available)
-    half = len(cpus) // 2
-    if half == 0:
-        return cpus
-    return cpus[half:] if name == "chain" else cpus[:half]
 
 
 class GraphError(ValueError):
@@ -80,7 +63,6 @@ class NodeSpec:
     required: bool = True
     threads: int = 0
     nice: int = 0  # CPU priority below the others' (0-19): a branch the real-time chain must not wait on
-    cpu_set: str = ""  # "chain" or "side" (cpu_set_members); empty: any CPU
 
 
 @dataclass(frozen=True)
@@ -236,8 +218,6 @@ def graph_to_processes(
                 env[var] = str(node.threads)
         if node.nice:
             env[NICE_VARIABLE] = str(node.nice)
-        if node.cpu_set:
-            env[CPUS_VARIABLE] = ",".join(map(str, cpu_set_members(node.cpu_set, os.sched_getaffinity(0))))
         processes.append(
             ProcessSpec(name=node.name, cmd=cmd, env=env, required=node.required, params_file=str(params_file))
         )
@@ -303,12 +283,6 @@ def _nice(value: Any, where: str) -> int:
     return value
 
 
-def _cpu_set(value: Any, where: str) -> str:
-    if value not in ("", *CPU_SETS):
-        raise GraphError(f"{where}: 'cpu_set' must be one of {', '.join(CPU_SETS)}, got {value!r}")
-    return value
-
-
 def _node_spec(slot: str, impl: str, raw: Any) -> NodeSpec:
     where = f"slot '{slot}', implementation '{impl}'"
     if not isinstance(raw, dict):
@@ -336,5 +310,4 @@ def _node_spec(slot: str, impl: str, raw: Any) -> NodeSpec:
         required=bool(raw.get("required", True)),
         threads=int(raw.get("threads", 0)),
         nice=_nice(raw.get("nice", 0), f"{where}, node '{raw['name']}'"),
-        cpu_set=_cpu_set(raw.get("cpu_set", ""), f"{where}, node '{raw['name']}'"),
     )

@@ -81,12 +81,6 @@ def print_niceness() -> int:
     return 0
 
 
-def print_cpus() -> int:
-    """A ``racestack.entry`` target for tests: the CPUs this process may run on."""
-    print(" ".join(map(str, sorted(os.sched_getaffinity(0)))))
-    return 0
-
-
 STACKS_GRACE_S = 3.0
 
 

@@ -11,14 +11,7 @@ import pytest
 import yaml
 
 from racestack.errors import ParameterError
-from racestack.graph import (
-    GraphError,
-    build_processes,
-    cpu_set_members,
-    graph_to_processes,
-    parse_overrides,
-    resolve_graph,
-)
+from racestack.graph import GraphError, build_processes, graph_to_processes, parse_overrides, resolve_graph
 from racestack.params import Param, validate, validate_all
 
 SPECS = [
@@ -144,28 +137,6 @@ def test_nice_reaches_the_process_and_lowers_its_priority(tmp_path) -> None:
     assert niceness.stdout.split() == [str(os.nice(0) + 5)], niceness.stderr
     bad = dict(GRAPH, slots={**GRAPH["slots"], "sensor": {"name": "sensor", "entry": "cloud_relay", "nice": 40}})
     with pytest.raises(GraphError, match="node 'sensor': 'nice' must be an integer from 0 to 19"):
-        resolve_graph(bad)
-
-
-def test_cpu_set_reaches_the_process_and_splits_the_cpus(tmp_path) -> None:
-    available = os.sched_getaffinity(0)
-    chain, side = cpu_set_members("chain", available), cpu_set_members("side", available)
-    if len(available) >= 2:
-        assert chain and side and not set(chain) & set(side) and set(chain) | set(side) == available
-    assert cpu_set_members("chain", {0, 1, 2, 3}) == [2, 3] and cpu_set_members("side", {0, 1, 2, 3}) == [0, 1]
-    assert cpu_set_members("chain", {5}) == [5] == cpu_set_members("side", {5})
-    graph = dict(GRAPH, slots={**GRAPH["slots"], "sensor": {"name": "sensor", "entry": "cloud_relay",
-                                                            "cpu_set": "chain"}})
-    sensor = next(p for p in graph_to_processes(resolve_graph(graph), tmp_path) if p.name == "sensor")
-    assert sensor.env["RACESTACK_CPUS"] == ",".join(map(str, chain))
-    pinned = subprocess.run(
-        [sys.executable, "-m", "racestack.entry", "support:print_cpus"],
-        cwd=Path(__file__).parent, env={**os.environ, "RACESTACK_CPUS": sensor.env["RACESTACK_CPUS"]},
-        capture_output=True, text=True, timeout=60,
-    )
-    assert pinned.stdout.split() == [str(c) for c in chain], pinned.stderr
-    bad = dict(GRAPH, slots={**GRAPH["slots"], "sensor": {"name": "sensor", "entry": "cloud_relay", "cpu_set": 1}})
-    with pytest.raises(GraphError, match="node 'sensor': 'cpu_set' must be one of chain, side"):
         resolve_graph(bad)
 
 
