@@ -13,6 +13,7 @@ import signal
 import sys
 from functools import partial
 
+from racestack.contexts import share_one_context
 from racestack.process import exit_code, exit_if_stuck, leave, own_process
 
 # command -> (module, one-line help); a dict value groups subcommands (train ppn, export detector...).
@@ -82,6 +83,7 @@ def _run_command(entry: tuple[str, str], prog: str, rest: list[str]) -> int | No
 def entry() -> None:
     """The ``racestack`` console script: ``main`` in a process of its own."""
     own_process()
+    share_one_context()  # the evaluator's probe, recorder and replayer: one participant, never deleted
     code = main()
     if "rclpy" not in sys.modules:
         sys.exit(code)

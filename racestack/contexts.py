@@ -4,41 +4,51 @@ without hanging the process that holds them.
 Each private context is a DDS participant, and destroying its last node deletes the participant,
 which Fast DDS can block on for ever with the GIL held (open TCP channels of LARGE_DATA): nothing
 else in the process runs again. A process that opens and closes many of them (a test run) calls
-``share_one_context`` first: every private context is then one participant, kept until the process
-ends (``os._exit``), so none is ever deleted, and peers discover it once instead of once per probe.
+``share_one_context`` first (the test run, the ``racestack`` command): every private context is then
+one participant, kept until the process ends (``os._exit``), so none is ever deleted, and peers
+discover it once instead of once per probe.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+from typing import TYPE_CHECKING
 
-import rclpy
-from rclpy.context import Context
-from rclpy.executors import Executor
-from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
+if TYPE_CHECKING:  # rclpy is imported on first use: the racestack command shares before it knows it needs ROS
+    from rclpy.context import Context
+    from rclpy.executors import Executor
+    from rclpy.node import Node
 
+_sharing = False
 _shared: Context | None = None
 _anchors: list[Node] = []
 
 
-def share_one_context() -> Context:
-    """Makes every later ``open_private_context`` return one context whose participant outlives the
-    nodes opened in it: an anchor node keeps it (rmw deletes a participant with its last node)."""
-    global _shared
-    if _shared is None:
-        context = Context()
-        rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
-        _anchors.append(Node("racestack_context_anchor", context=context))
-        _shared = context
-    return _shared
+def share_one_context() -> None:
+    """Makes every later ``open_private_context`` return one context, created on first use, whose
+    participant outlives the nodes opened in it: an anchor node keeps it (rmw deletes a participant
+    with its last node). The process must then end with ``os._exit`` (``racestack.process.leave``)."""
+    global _sharing
+    _sharing = True
 
 
 def open_private_context(signal_handlers: bool = False) -> Context:
     """A context of the caller's own, or the shared one after ``share_one_context``."""
-    if _shared is not None:
-        return _shared
+    global _shared
+    if _sharing and _shared is None:
+        from rclpy.node import Node
+
+        _shared = _new_context(signal_handlers=False)
+        _anchors.append(Node("racestack_context_anchor", context=_shared))
+    return _shared if _sharing else _new_context(signal_handlers)
+
+
+def _new_context(signal_handlers: bool) -> Context:
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.signals import SignalHandlerOptions
+
     context = Context()
     rclpy.init(context=context,
                signal_handler_options=SignalHandlerOptions.ALL if signal_handlers else SignalHandlerOptions.NO)
@@ -66,5 +76,7 @@ def close_private_node(node: Node, context: Context, executor: Executor | None =
         print(f"racestack: node '{node.get_name()}' still in use after {timeout_s:.0f} s; left to the process's exit",
               file=sys.stderr, flush=True)
     if context is not _shared:
+        import rclpy
+
         rclpy.try_shutdown(context=context)
     return destroyed.is_set()
