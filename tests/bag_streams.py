@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import sys
 import time
 
 import numpy as np
@@ -24,9 +23,9 @@ from rclpy.serialization import serialize_message
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
 
-from racestack.contexts import close_private_node
 from racestack.node import latched_qos, ns_to_stamp, result_qos, sensor_qos
 from racestack.pointcloud import xyz_to_cloud
+from racestack.process import leave, own_process
 
 CLOUD, ODOM, TEXT, STATUS, MAP = (
     "/bagtest/points",
@@ -104,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.out, "wb") as handle:
         pickle.dump(sent, handle)
     time.sleep(0.3)
-    close_private_node(node, node.context)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    own_process()  # SIGUSR1 prints its stacks (tests.support.stuck)
+    leave(main())  # no participant deletion: Fast DDS can block in it for ever, GIL held

@@ -138,9 +138,8 @@ def as_received(sent: bytes, received: bytes) -> bool:
 
 
 def publish_streams(out: Path, rounds: int) -> None:
-    subprocess.run(
-        [sys.executable, str(HERE / "bag_streams.py"), str(out), "--rounds", str(rounds)], timeout=90, check=True
-    )
+    done = run_command([sys.executable, str(HERE / "bag_streams.py"), str(out), "--rounds", str(rounds)], timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 TYPES = {
