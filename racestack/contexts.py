@@ -57,14 +57,25 @@ def _new_context(signal_handlers: bool) -> Context:
 
 def close_private_node(node: Node, context: Context, executor: Executor | None = None, timeout_s: float = 5.0) -> bool:
     """Destroys ``node`` and shuts ``context`` down unless it is the shared one; False if the node
-    could not be destroyed in time.
+    could not be destroyed in time."""
+    if executor is not None:
+        executor.shutdown(timeout_sec=1.0)
+    destroyed = destroy_node_watched(node, timeout_s)
+    if context is not _shared:
+        import rclpy
+
+        rclpy.try_shutdown(context=context)
+    return destroyed
+
+
+def destroy_node_watched(node: Node, timeout_s: float = 5.0) -> bool:
+    """Destroys ``node`` from a helper thread; False, and the node left to the process's exit, if
+    that takes longer than ``timeout_s``.
 
     ``destroy_node`` blocks until no wait set holds the node's entities; an executor left inside a
     wait (an exception raised mid-spin) can hold them for ever, and a recorder or evaluator that
     hangs at exit loses more than a node left to the process's end.
     """
-    if executor is not None:
-        executor.shutdown(timeout_sec=1.0)
     destroyed = threading.Event()
 
     def destroy() -> None:
@@ -75,8 +86,4 @@ def close_private_node(node: Node, context: Context, executor: Executor | None =
     if not destroyed.wait(timeout_s):
         print(f"racestack: node '{node.get_name()}' still in use after {timeout_s:.0f} s; left to the process's exit",
               file=sys.stderr, flush=True)
-    if context is not _shared:
-        import rclpy
-
-        rclpy.try_shutdown(context=context)
     return destroyed.is_set()
