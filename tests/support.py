@@ -41,6 +41,7 @@ def launched(
             session.stop()
 
 
+DISCOVERY_S = 60.0  # a peer's endpoint seen by the probe: seconds on a loaded 2-core machine, rarely tens
 HEARD_TIMEOUT_S = 60.0  # a loaded machine takes seconds to load a model and send the first diagnostics
 
 

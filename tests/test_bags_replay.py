@@ -20,7 +20,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.serialization import deserialize_message, serialize_message
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import PointCloud2
-from support import launched, run_command, stuck
+from support import DISCOVERY_S, launched, run_command, stuck
 
 from racestack.bag_record import Recorder
 from racestack.bag_replay import BagReplayer
@@ -408,13 +408,13 @@ def test_recorder_follows_a_late_best_effort_publisher(tmp_path):
     String = message_class("std_msgs/msg/String")
     with Probe("late_publishers") as probe, Recorder(bag, ["/late/text"], log=log.append) as recorder:
         reliable = probe.publisher(String, "/late/text", result_qos(5))
-        assert recorder.wait_for_topics(["/late/text"], 10.0)
-        assert probe.wait_for(lambda: reliable.get_subscription_count() >= 1, 10.0)
+        assert recorder.wait_for_topics(["/late/text"], DISCOVERY_S)
+        assert probe.wait_for(lambda: reliable.get_subscription_count() >= 1, DISCOVERY_S)
         reliable.publish(String(data="from the reliable one"))
         best_effort = probe.node.create_publisher(
             String, "/late/text", QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
         )
-        assert probe.wait_for(lambda: best_effort.get_subscription_count() >= 1, 10.0)
+        assert probe.wait_for(lambda: best_effort.get_subscription_count() >= 1, DISCOVERY_S)
         best_effort.publish(String(data="from the best effort one"))
         assert probe.wait_for(lambda: recorder.counts.get("/late/text", 0) >= 2, 10.0)
     assert any("subscribing again" in line for line in log)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from support import diagnostics_values, launched
+from support import DISCOVERY_S, diagnostics_values, launched
 
 from perception_nodes.flying_objects.dataset import render_samples
 from racestack.image import array_to_image
@@ -70,7 +70,7 @@ def detector():
         ]
         ready = probe.wait_for(lambda: all(p.get_subscription_count() > 0 for p in publishers), 120.0)
         assert ready, f"the detector never subscribed: {session.failures or lines.lines[-20:]}"
-        assert probe.wait_for(lambda: probe.node.count_publishers(BOXES) > 0, 10.0)
+        assert probe.wait_for(lambda: probe.node.count_publishers(BOXES) > 0, DISCOVERY_S)
         time.sleep(0.5)
         yield probe, outputs, session
 
@@ -198,7 +198,7 @@ def test_bgr8_gives_the_same_boxes_as_rgb8(detector):
 def test_debug_image_is_published_while_subscribed(detector):
     probe, outputs, _ = detector
     debug = probe.collect(Image, f"/{NODE}/debug_image", keep=5)
-    assert probe.wait_for(lambda: probe.node.count_publishers(f"/{NODE}/debug_image") > 0, 10.0)
+    assert probe.wait_for(lambda: probe.node.count_publishers(f"/{NODE}/debug_image") > 0, DISCOVERY_S)
     time.sleep(0.5)
     image = next(iter(render_samples("circuit_d", 3, frames=1, every=1, flying_count=16))).image
     _, _, stamp = detect(probe, outputs, image)

@@ -14,7 +14,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from sensor_msgs.msg import Image, JointState, PointCloud2
-from support import diagnostics_values, launched
+from support import DISCOVERY_S, diagnostics_values, launched
 
 from planning_nodes.messages import COMMAND_NAMES, RISK_ENCODING, xy_to_path
 from planning_nodes.node_common import MAP_TOPICS
@@ -82,7 +82,7 @@ def stamped(collector, stamp_ns: int):
 def wait_ready(probe, lines, topics: list[tuple[type, str]], output: str) -> None:
     publishers = [probe.publisher(kind, topic) for kind, topic in topics]
     assert probe.wait_for(lambda: all(p.get_subscription_count() > 0 for p in publishers), 120.0), lines[-20:]
-    assert probe.wait_for(lambda: probe.node.count_publishers(output) > 0, 20.0), lines[-20:]
+    assert probe.wait_for(lambda: probe.node.count_publishers(output) > 0, DISCOVERY_S), lines[-20:]
     time.sleep(0.5)
 
 

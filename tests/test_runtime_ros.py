@@ -19,7 +19,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
 from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import PointCloud2
-from support import REPO, diagnostics_values, launched, run_command
+from support import DISCOVERY_S, REPO, diagnostics_values, launched, run_command
 
 from racestack.image import array_to_image
 from racestack.node import ns_to_stamp
@@ -59,7 +59,7 @@ def stack():
         diagnostics = probe.collect(DiagnosticArray, "/diagnostics", keep=200)
         assert probe.wait_for_subscribers("/sensing/lidar/points", 1, 30.0), "relay never subscribed"
         assert probe.wait_for_subscribers("/sensing/lidar/points_clean", 1, 30.0), "stats never subscribed"
-        assert probe.wait_for(lambda: probe.node.count_publishers("/sensing/lidar/points_clean") > 0, 10.0)
+        assert probe.wait_for(lambda: probe.node.count_publishers("/sensing/lidar/points_clean") > 0, DISCOVERY_S)
         # the chain is best effort: a cloud sent while a reader is still matching its writer is lost,
         # so clouds go out until one comes through both nodes
         primer = np.ones((10, 4), np.float32)
