@@ -3,10 +3,11 @@ without hanging the process that holds them.
 
 Each private context is a DDS participant, and destroying its last node deletes the participant,
 which Fast DDS can block on for ever with the GIL held (open TCP channels of LARGE_DATA): nothing
-else in the process runs again. A process that opens and closes many of them (a test run) calls
-``share_one_context`` first (the test run, the ``racestack`` command): every private context is then
-one participant, kept until the process ends (``os._exit``), so none is ever deleted, and peers
-discover it once instead of once per probe.
+else in the process runs again. A process that opens and closes many of them (the test run, the
+``racestack`` command) calls ``share_one_context`` first: every private context is then one
+participant, kept by an idle anchor node until the process ends (``os._exit``), so none is ever
+deleted, and peers discover it once instead of once per probe. Node processes anchor theirs the
+same way (``racestack.node.run_node``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # rclpy is imported on first use: the racestack command share
 
 _sharing = False
 _shared: Context | None = None
-_anchors: list[Node] = []
+_shared_anchor: Node | None = None
 
 
 def share_one_context() -> None:
@@ -35,13 +36,20 @@ def share_one_context() -> None:
 
 def open_private_context(signal_handlers: bool = False) -> Context:
     """A context of the caller's own, or the shared one after ``share_one_context``."""
-    global _shared
+    global _shared, _shared_anchor
     if _sharing and _shared is None:
-        from rclpy.node import Node
-
         _shared = _new_context(signal_handlers=False)
-        _anchors.append(Node("racestack_context_anchor", context=_shared))
+        _shared_anchor = anchor_participant("racestack_context_anchor", _shared)
     return _shared if _sharing else _new_context(signal_handlers)
+
+
+def anchor_participant(name: str, context: Context | None = None, namespace: str = "") -> Node:
+    """An idle node that keeps its context's DDS participant: rmw deletes a participant with its
+    last node. Global arguments are ignored (a ``__node`` remap must not rename it)."""
+    from rclpy.node import Node
+
+    return Node(name, context=context, namespace=namespace, use_global_arguments=False, enable_rosout=False,
+                start_parameter_services=False)
 
 
 def _new_context(signal_handlers: bool) -> Context:

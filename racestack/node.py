@@ -32,7 +32,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from racestack.contexts import close_private_node, destroy_node_watched
+from racestack.contexts import anchor_participant, close_private_node, destroy_node_watched
 from racestack.errors import INTERRUPTED_EXIT, InputError, ParameterError, StartupError
 from racestack.params import Param, validate
 from racestack.process import exit_if_stuck, leave, own_process
@@ -272,7 +272,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     executor = SingleThreadedExecutor()
     try:
         node = factory()
-        anchor = _participant_anchor(node)
+        anchor = anchor_participant(f"{node.get_name()}_participant", namespace=node.get_namespace())
         executor.add_node(node)
         executor.spin()
     except StartupError as exc:
@@ -290,18 +290,13 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     return 0
 
 
-def _participant_anchor(node: Node) -> Node:
-    """A second node that keeps the process's DDS participant: rmw deletes the participant with its
-    last node, and Fast DDS can block in that deletion for ever with the GIL held. The node's own
-    endpoints are still destroyed at exit (peers unmatch at once); the process then ends with
-    ``os._exit`` (``node_main``, the ``racestack`` command) and peers drop the participant by lease."""
-    return Node(f"{node.get_name()}_participant", namespace=node.get_namespace(), use_global_arguments=False,
-                enable_rosout=False, start_parameter_services=False)
-
-
 def _close(node: Node | None, anchor: Node | None, executor: SingleThreadedExecutor) -> None:
     """Destroy the node, and the DDS participant when no anchor keeps it (watched: see
-    ``exit_if_stuck``); a node whose destruction hangs is left to the process's exit after 5 s."""
+    ``exit_if_stuck``); a node whose destruction hangs is left to the process's exit after 5 s.
+
+    With the anchor, peers unmatch the node's readers and writers at once, and drop the participant
+    when its lease runs out after ``node_main`` ends the process with ``os._exit``: Fast DDS can
+    block for ever deleting a participant, with the GIL held."""
     exit_if_stuck()
     executor.shutdown()
     if anchor is not None:  # no context shutdown: rclpy's would destroy the anchor with the other nodes
