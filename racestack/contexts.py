@@ -2,8 +2,8 @@
 without hanging the process that holds them.
 
 Each private context is a DDS participant, and destroying its last node deletes the participant,
-which Fast DDS can block on for ever with the GIL held (open TCP channels of LARGE_DATA): nothing
-else in the process runs again. A process that opens and closes many of them (the test run, the
+which Fast DDS can block on for ever with the GIL held (most likely closing LARGE_DATA's TCP
+channels): nothing else in the process runs again. A process that opens and closes many of them (the test run, the
 ``racestack`` command) calls ``share_one_context`` first: every private context is then one
 participant, kept by an idle anchor node until the process ends (``os._exit``), so none is ever
 deleted, and peers discover it once instead of once per probe. Node processes anchor theirs the

@@ -27,8 +27,8 @@ def launched(
     **resolve_kwargs: Any,
 ) -> Iterator[LaunchSession]:
     """Start a graph given inline (slot -> node(s)) as real processes, each heard from (``heard``);
-    stop them all afterwards. Tests whose nodes fail at start-up pass ``heard=False``: a probe closed
-    while a peer dies during discovery is the one place a node's deletion has hung in Fast DDS."""
+    stop them all afterwards. Tests whose nodes are meant to fail at start-up pass ``heard=False``:
+    there is nothing to hear from them."""
     graph = resolve_graph({"name": "test", "slots": slots, "parameters": parameters or {}}, **resolve_kwargs)
     with tempfile.TemporaryDirectory(prefix="racestack-test-") as run_dir:
         session = LaunchSession(graph_to_processes(graph, run_dir), echo=echo or (lambda line: None))
