@@ -6,8 +6,7 @@ which Fast DDS can block on for ever with the GIL held (most likely closing LARG
 channels): nothing else in the process runs again. A process that opens and closes many of them (the test run, the
 ``racestack`` command) calls ``share_one_context`` first: every private context is then one
 participant, kept by an idle anchor node until the process ends (``os._exit``), so none is ever
-deleted, and peers discover it once instead of once per probe. Node processes anchor theirs the
-same way (``racestack.node.run_node``).
+deleted, and peers discover it once instead of once per probe.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from racestack.contexts import anchor_participant, close_private_node, destroy_node_watched
+from racestack.contexts import close_private_node
 from racestack.errors import INTERRUPTED_EXIT, InputError, ParameterError, StartupError
 from racestack.params import Param, validate
 from racestack.process import exit_if_stuck, leave, own_process
@@ -268,11 +268,10 @@ _ARRAY_TYPES = {
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     """Spin one node until SIGINT/SIGTERM; start-up errors are printed naming the culprit (exit 2)."""
     rclpy.init(args=sys.argv if args is None else args)
-    node = anchor = None
+    node = None
     executor = SingleThreadedExecutor()
     try:
         node = factory()
-        anchor = anchor_participant(f"{node.get_name()}_participant", namespace=node.get_namespace())
         executor.add_node(node)
         executor.spin()
     except StartupError as exc:
@@ -286,22 +285,15 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
             return INTERRUPTED_EXIT
         raise
     finally:
-        _close(node, anchor, executor)
+        _close(node, executor)
     return 0
 
 
-def _close(node: Node | None, anchor: Node | None, executor: SingleThreadedExecutor) -> None:
-    """Destroy the node, and the DDS participant when no anchor keeps it (watched: see
-    ``exit_if_stuck``); a node whose destruction hangs is left to the process's exit after 5 s.
-
-    With the anchor, peers unmatch the node's readers and writers at once, and drop the participant
-    when its lease runs out after ``node_main`` ends the process with ``os._exit``: Fast DDS can
-    block for ever deleting a participant, with the GIL held."""
+def _close(node: Node | None, executor: SingleThreadedExecutor) -> None:
+    """Destroy the node and the DDS participant (watched: see ``exit_if_stuck``); a participant
+    whose deletion hangs in Fast DDS is left to the process's exit after 5 s."""
     exit_if_stuck()
     executor.shutdown()
-    if anchor is not None:  # no context shutdown: rclpy's would destroy the anchor with the other nodes
-        destroy_node_watched(node)
-        return
     context = rclpy.get_default_context()
     if node is not None and not close_private_node(node, context):
         return
