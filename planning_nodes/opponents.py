@@ -46,10 +46,18 @@ def ground_objects(table: np.ndarray) -> np.ndarray:
 
 
 def forecast(
-    table: np.ndarray, track: Track, times: np.ndarray, lateral_tau: float = 1.0, on_line: float = 0.6
+    table: np.ndarray,
+    track: Track,
+    times: np.ndarray,
+    lateral_tau: float = 1.0,
+    on_line: float = 0.6,
+    ego: tuple[float, float, float] | None = None,
 ) -> Forecast:
     """Constant along-track speed; a car within ``on_line`` metres of the racing line keeps following
-    it (race cars do), any other keeps its lateral offset, drifting with a decaying lateral speed."""
+    it (race cars do), any other keeps its lateral offset, drifting with a decaying lateral speed.
+
+    ``ego`` (s, d of its body centre, speed): a car with the ego alongside leaves it room (racing
+    etiquette, see ``leave_room``) instead of following the racing line across the ego's path."""
     times = np.asarray(times, dtype=np.float64)
     xy = np.column_stack([table["x"], table["y"]]).astype(np.float64)
     m = xy.shape[0]
@@ -73,6 +81,9 @@ def forecast(
         track.racing_offset_at(s) + (d0 - line0)[:, None],
         d0[:, None] + v_lat[:, None] * drift[None, :],
     )
+    if ego is not None:
+        size = (table["length"].astype(np.float64), table["width"].astype(np.float64))
+        lateral = leave_room(track, lateral, s0, d0, size, v_along, ego)
     d = np.clip(lateral, -right + half, left - half)
     center = track.frenet_to_xy(s, d)
     d_rate = np.gradient(d, times, axis=1) if times.size > 1 else np.zeros_like(d)
@@ -88,6 +99,35 @@ def forecast(
         speed=v_along,
         track_id=table["track_id"].astype(np.int64),
     )
+
+
+def leave_room(
+    track: Track,
+    lateral: np.ndarray,
+    s0: np.ndarray,
+    d0: np.ndarray,
+    size: tuple[np.ndarray, np.ndarray],
+    speed: np.ndarray,
+    ego: tuple[float, float, float],
+    room: float = 0.8,
+) -> np.ndarray:
+    """Forecast offsets (M, K) of cars that have the ego alongside or about to be: none moves towards
+    the ego's side beyond its width plus ``room`` from the ego (or beyond where it is, if closer).
+
+    Racing etiquette (a car alongside is left a car's width; the simulator's opponents drive by it).
+    Without it a car on the racing line is forecast to cross the ego's path in the next bend, and a
+    pass already alongside turns infeasible and ends in the braking fallback.
+    """
+    ego_s, ego_d, ego_speed = ego
+    length, width = size
+    along = np.asarray(track.wrap_ds(ego_s - s0))
+    window = length + 10.0 + 1.5 * np.abs(ego_speed - speed)
+    alongside = (np.abs(along) <= window) & (np.abs(ego_d - d0) >= 0.6 * width)
+    clearance = width + room
+    upper = np.where(ego_d > d0, np.maximum(ego_d - clearance, d0), np.inf)
+    lower = np.where(ego_d <= d0, np.minimum(ego_d + clearance, d0), -np.inf)
+    held = np.clip(lateral, lower[:, None], upper[:, None])
+    return np.where(alongside[:, None], held, lateral)
 
 
 @dataclass

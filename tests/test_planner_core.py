@@ -170,6 +170,26 @@ def test_a_pass_given_up_turns_into_following(track):
     assert np.all(held.speed_cap < passing.speed_cap)  # following caps the pace (closing the gap)
 
 
+def test_a_car_alongside_is_forecast_to_leave_room(track):
+    """A car on the racing line where the line swings left is forecast to follow it, unless the
+    ego is alongside on that side: then it holds a car's width plus 0.8 m off the ego (etiquette)."""
+    from planning_nodes.opponents import forecast
+
+    car = empty_objects(1)
+    xy = track.frenet_to_xy(np.array([40.0]), track.racing_offset_at(np.array([40.0])))
+    car["x"], car["y"], car["yaw"] = xy[0, 0], xy[0, 1], track.heading_at(40.0)
+    car["vx"], car["vy"] = 40.0 * np.cos(car["yaw"]), 40.0 * np.sin(car["yaw"])
+    car["length"], car["width"], car["height"], car["track_id"] = 4.9, 2.0, 1.2, 7
+    times = np.arange(1, 31) * DT
+    free = forecast(car, track, times)
+    assert free.d[0, -1] - free.d[0, 0] > 5.0  # follows the racing line across the track
+    ego_d = 0.5
+    alongside = forecast(car, track, times, ego=(41.0, ego_d, 42.0))
+    assert np.all(alongside.d[0] <= ego_d - 2.8 + 1e-9)
+    far_behind = forecast(car, track, times, ego=(-60.0, ego_d, 42.0))
+    np.testing.assert_allclose(far_behind.d, free.d)
+
+
 def test_solver_failure_shifts_the_previous_plan(track):
     planner = MpcPlanner(track, VEHICLE, PlannerConfig(use_risk_map=False, qp_max_iter=1, accept_residual=0.0))
     good = MpcPlanner(track, VEHICLE, PlannerConfig(use_risk_map=False)).plan(start_state(track, 40.0), None, None, 0.0)

@@ -100,7 +100,7 @@ class MpcPlanner:
         start = wallclock.perf_counter()
         frame = PlanFrame(ego.x, ego.y, ego.yaw)
         table = ground_objects(objects) if objects is not None and objects.size else None
-        fc = forecast(table, self.track, self.step_times) if table is not None else None
+        fc = forecast(table, self.track, self.step_times, ego=self._ego_frenet(ego)) if table is not None else None
         z0 = np.array([0.0, 0.0, 0.0, ego.v, ego.steer])
         guess_z, guess_u, warm = self._initial_guess(ego, frame, time)
         iterations = cfg.max_iterations if warm else cfg.cold_iterations
@@ -204,6 +204,13 @@ class MpcPlanner:
         return body_overlaps(states, fc, self.vehicle, margin=0.0)
 
     # -- pieces -----------------------------------------------------------------------------------
+
+    def _ego_frenet(self, ego: EgoState) -> tuple[float, float, float]:
+        """(s, d, speed) of the ego's body centre, for the opponents' forecast."""
+        offset = self.vehicle.center_offset
+        centre = np.array([[ego.x + offset * np.cos(ego.yaw), ego.y + offset * np.sin(ego.yaw)]])
+        s, d, _ = self.track.project(centre)
+        return float(s[0]), float(d[0]), ego.v
 
     def _initial_guess(self, ego: EgoState, frame: PlanFrame, time: float) -> tuple[np.ndarray, np.ndarray, bool]:
         """(states (N+1, 5), inputs (N, 2), warm) in the plan frame."""
