@@ -284,12 +284,15 @@ class OpponentAvoidance:
             RIGHT: float(np.min(right_w + fc.d[j] - fc.width[j] / 2.0)),
         }
         lanes = {LEFT: fc.d[j, 0] + offset, RIGHT: fc.d[j, 0] - offset}
-        if previous is not None and previous.side in rooms and (wants_by or gap0 < beside + self.window):
+        # a car pulling away more than ``window`` ahead is not being passed, whatever pace the ego wants
+        pulling_away = speed_now < fc.speed[j] - 1.0 and gap0 - beside > self.window
+        keeps = wants_by and not pulling_away
+        if previous is not None and previous.side in rooms and (keeps or gap0 < beside + self.window):
             cramped = previous.cramped + 1 if rooms[previous.side] < need else 0
             if cramped < self.patience:
                 return Manoeuvre(previous.side, cramped)
         commit = max(20.0, 0.5 * speed_now) + 2.0 * (ego_speed - fc.speed[j])
-        if not wants_by or gap0 - beside > commit:
+        if not keeps or gap0 - beside > commit:
             return Manoeuvre(FOLLOW)
         closing = max(speed_now - fc.speed[j], 0.5)
         meet = min(max(gap0 - beside, 0.0) / closing, float(fc.times[-1]))

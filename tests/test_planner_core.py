@@ -170,6 +170,28 @@ def test_a_pass_given_up_turns_into_following(track):
     assert np.all(held.speed_cap < passing.speed_cap)  # following caps the pace (closing the gap)
 
 
+def test_no_pass_is_started_on_a_car_pulling_away(track):
+    """A car 30 m ahead at 30 m/s: an ego doing 35 m/s commits to a side; an ego doing 25 m/s
+    (braking out of a bend, say) follows, however fast it would like to go."""
+    from planning_nodes.mpc.references import PlanFrame
+    from planning_nodes.opponents import FOLLOW, OpponentAvoidance, forecast
+
+    car = empty_objects(1)
+    xy = track.frenet_to_xy(np.array([130.0]), np.array([0.0]))
+    car["x"], car["y"], car["yaw"] = xy[0, 0], xy[0, 1], track.heading_at(130.0)
+    car["vx"], car["vy"] = 30.0 * np.cos(car["yaw"]), 30.0 * np.sin(car["yaw"])
+    car["length"], car["width"], car["height"], car["track_id"] = 4.9, 2.0, 1.2, 7
+    times = np.arange(1, 31) * DT
+    fc = forecast(car, track, times)
+    ego_s, ego_d = 100.0 + 30.0 * times, np.zeros_like(times)
+    heading = np.column_stack([np.cos(track.heading_at(ego_s)), np.sin(track.heading_at(ego_s))])
+    frame = PlanFrame(*track.frenet_to_xy(np.array([100.0]), np.array([0.0]))[0], float(track.heading_at(100.0)))
+    closing = OpponentAvoidance(track, VEHICLE).build(fc, ego_s, ego_d, heading, 45.0, frame, speed_now=35.0)
+    falling_back = OpponentAvoidance(track, VEHICLE).build(fc, ego_s, ego_d, heading, 45.0, frame, speed_now=25.0)
+    assert closing.choices[7] != FOLLOW
+    assert falling_back.choices[7] == FOLLOW
+
+
 def test_a_car_alongside_is_forecast_to_leave_room(track):
     """A car on the racing line where the line swings left is forecast to follow it, unless the
     ego is alongside on that side: then it holds a car's width plus 0.8 m off the ego (etiquette)."""
