@@ -157,45 +157,64 @@ def _simulation(name: str, duration: float) -> Simulation:
     return Simulation(replace(scenario, duration=min(duration, scenario.duration)))
 
 
+def expert_lap(name: str, duration: float, lead: float = 0.05) -> Result:
+    """The expert's run of a scenario: the reference every planner's lap time is divided by."""
+    sim = _simulation(name, duration)
+    drive(sim, None, 1, lead)
+    lap, complete = lap_time(sim)
+    return Result(
+        name,
+        "expert",
+        sim.events.collisions,
+        sim.events.track_limit_violations,
+        lap,
+        complete,
+        1.0,
+        distance_m=sim.events.distance,
+    )
+
+
+def planner_result(
+    name: str,
+    kind: str,
+    weights_file: str,
+    risk_checkpoint: str,
+    duration: float,
+    expert: Result,
+    plan_rate: float = 10.0,
+    lead: float = 0.05,
+) -> Result:
+    """One planner's closed-loop run of a scenario, scored against the expert's (no L2)."""
+    sim = _simulation(name, duration)
+    driver = Driver(kind, sim, weights_file, risk_checkpoint)
+    drive(sim, driver, max(1, round(sim.scenario.rate / plan_rate)), lead)
+    lap, complete = lap_time(sim)
+    cycle = np.array(driver.cycle_ms)
+    return Result(
+        scenario=name,
+        planner=kind,
+        collisions=sim.events.collisions,
+        track_limit_violations=sim.events.track_limit_violations,
+        lap_time_s=lap,
+        lap_complete=complete,
+        lap_ratio=lap / expert.lap_time_s,
+        fallbacks=driver.fallbacks,
+        cycle_ms_p50=float(np.percentile(cycle, 50)),
+        cycle_ms_p99=float(np.percentile(cycle, 99)),
+        distance_m=sim.events.distance,
+    )
+
+
 def evaluate_scenario(name: str, planners: list[str], args) -> list[Result]:
-    expert_sim = _simulation(name, args.duration)
-    drive(expert_sim, None, 1, args.lead)
-    expert_lap, expert_complete = lap_time(expert_sim)
-    results = [
-        Result(
-            name,
-            "expert",
-            expert_sim.events.collisions,
-            expert_sim.events.track_limit_violations,
-            expert_lap,
-            expert_complete,
-            1.0,
-            distance_m=expert_sim.events.distance,
-        )
-    ]
+    expert = expert_lap(name, args.duration, args.lead)
+    results = [expert]
     for kind in planners:
-        sim = _simulation(name, args.duration)
-        driver = Driver(kind, sim, args.weights, args.risk_checkpoint)
-        plan_every = max(1, round(sim.scenario.rate / args.plan_rate))
-        drive(sim, driver, plan_every, args.lead)
-        lap, complete = lap_time(sim)
-        cycle = np.array(driver.cycle_ms)
-        results.append(
-            Result(
-                scenario=name,
-                planner=kind,
-                collisions=sim.events.collisions,
-                track_limit_violations=sim.events.track_limit_violations,
-                lap_time_s=lap,
-                lap_complete=complete,
-                lap_ratio=lap / expert_lap,
-                l2_m=open_loop_l2(name, kind, args) if not args.no_l2 else {},
-                fallbacks=driver.fallbacks,
-                cycle_ms_p50=float(np.percentile(cycle, 50)),
-                cycle_ms_p99=float(np.percentile(cycle, 99)),
-                distance_m=sim.events.distance,
-            )
+        result = planner_result(
+            name, kind, args.weights, args.risk_checkpoint, args.duration, expert, args.plan_rate, args.lead
         )
+        if not args.no_l2:
+            result.l2_m = open_loop_l2(name, kind, args)
+        results.append(result)
         print(_row(results[-1]), flush=True)
     return results
 
