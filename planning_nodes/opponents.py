@@ -180,12 +180,13 @@ class OpponentAvoidance:
         lateral_accel: float = 3.0,
         patience: int = 5,
         brake: float = 12.0,
+        min_gap: float = 0.4,
     ) -> None:
         self.track, self.vehicle, self.slots = track, vehicle, slots
         self.lateral_margin, self.longitudinal_margin = lateral_margin, longitudinal_margin
         self.time_gap, self.window, self.bound_margin = time_gap, window, bound_margin
         self.lateral_accel = lateral_accel  # m/s² a side change may use when judging if a side is reachable
-        self.patience, self.brake = patience, brake
+        self.patience, self.brake, self.min_gap = patience, brake, min_gap
         self.manoeuvres: dict[int, Manoeuvre] = {}
 
     @property
@@ -328,6 +329,14 @@ class OpponentAvoidance:
             duration = 2.0 * np.sqrt((clearance - separation) / self.lateral_accel)
             ramp = np.clip(fc.times / duration, 0.0, 1.0)
             clearance = separation + (clearance - separation) * ramp * ramp * (3.0 - 2.0 * ramp)
+        # where the barrier leaves less than the full clearance, ask what it leaves (never less
+        # than a body gap of ``min_gap``): a squeezed but safe pass otherwise runs on slack, and the
+        # slack's linearization in a bend rewards staying level with the other car
+        left_w, right_w = track.widths_at(ego_s)
+        edge = (left_w if choice == LEFT else right_w) - veh.width / 2.0 - self.bound_margin
+        room = edge - sign * fc.d[j]
+        floor = (fc.width[j] + veh.width) / 2.0 + self.min_gap
+        clearance = np.minimum(clearance, np.maximum(room, floor))
         normal = sign * track.center.normal_at(ego_s)
         bound = np.sum(normal * track.point_at(ego_s), axis=1) + sign * fc.d[j] + clearance
         ahead = np.asarray(track.wrap_ds(fc.s[j] - ego_s))  # opponent ahead of the ego at each step
