@@ -192,6 +192,28 @@ def test_no_pass_is_started_on_a_car_pulling_away(track):
     assert falling_back.choices[7] == FOLLOW
 
 
+def test_a_pass_squeezed_against_the_barrier_asks_for_the_room_there_is(track):
+    """Passing on the left of a car: the full clearance where the track leaves it; near the barrier
+    what the barrier leaves, but never less than a 0.4 m gap between the bodies."""
+    from planning_nodes.opponents import LEFT, OpponentAvoidance, forecast
+
+    times = np.arange(1, 31) * DT
+    ego_s = 100.0 + 30.0 * times
+    avoidance = OpponentAvoidance(track, VEHICLE)
+    full = (2.0 + VEHICLE.width) / 2.0 + avoidance.lateral_margin
+    edge = 6.0 - VEHICLE.width / 2.0 - avoidance.bound_margin
+    for d_car, wanted in ((0.0, full), (2.0, edge - 2.0), (3.5, (2.0 + VEHICLE.width) / 2.0 + 0.4)):
+        car = empty_objects(1)
+        xy = track.frenet_to_xy(np.array([100.0]), np.array([d_car]))
+        car["x"], car["y"], car["yaw"] = xy[0, 0], xy[0, 1], track.heading_at(100.0)
+        car["vx"], car["vy"] = 30.0 * np.cos(car["yaw"]), 30.0 * np.sin(car["yaw"])
+        car["length"], car["width"], car["height"], car["track_id"] = 4.9, 2.0, 1.2, 7
+        fc = forecast(car, track, times)
+        normal, bound, _ = avoidance._halfspace(fc, 0, LEFT, ego_s, d_car + full, 30.0)
+        asked = bound - np.sum(normal * track.point_at(ego_s), axis=1) - fc.d[0]
+        np.testing.assert_allclose(asked, wanted, atol=1e-6)
+
+
 def test_a_car_alongside_is_forecast_to_leave_room(track):
     """A car on the racing line where the line swings left is forecast to follow it, unless the
     ego is alongside on that side: then it holds a car's width plus 0.8 m off the ego (etiquette)."""
