@@ -71,14 +71,12 @@ def round_messages(k: int, stamp_ns: int) -> list[tuple[str, object]]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(node: Node, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--rate", type=float, default=20.0)
     args = parser.parse_args(argv)
-    rclpy.init()
-    node = Node("bag_stream_publisher")
     qos = {CLOUD: result_qos(5), ODOM: result_qos(5), TEXT: result_qos(5), STATUS: sensor_qos(5)}
     types = {CLOUD: PointCloud2, ODOM: Odometry, TEXT: String, STATUS: String}
     pubs = {topic: node.create_publisher(types[topic], topic, qos[topic]) for topic in STREAMS}
@@ -108,4 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     own_process()  # SIGUSR1 prints its stacks (tests.support.stuck)
-    leave(main())  # no participant deletion: Fast DDS can block in it for ever, GIL held
+    rclpy.init()
+    # held here until the exit: freed when main's frame ended, its writers' deletion blocked in Fast
+    # DDS (a CI run's publisher hung there past 90 s, stack at ``leave(main())``)
+    publisher = Node("bag_stream_publisher")
+    leave(main(publisher))  # no participant deletion: Fast DDS can block in it for ever, GIL held
