@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import REPO, run_command
+from support import REPO, launched, run_command
 
 from racestack.bags import BagWriter, MissingTopicError
 from racestack.evaluation.runner import StackOptions, run_on_bag
@@ -84,3 +84,21 @@ def test_bag_missing_an_input_topic_names_it(tmp_path: Path) -> None:
         writer.add_topic("/localization/odometry", "nav_msgs/msg/Odometry")
     with pytest.raises(MissingTopicError, match="/sensing/lidar/points"):
         run_on_bag(bag, StackOptions(disable=PERCEPTION_ONLY), tmp_path / "out", progress=False)
+
+
+def test_a_stack_not_ready_gets_its_late_nodes_restarted_once() -> None:
+    """A node that missed a peer's discovery never catches up: waiting longer does not help, a
+    restart does; and a stack still not ready after it is an error naming what is missing."""
+    from racestack.evaluation.runner import EvaluationError, _wait_ready
+
+    slots = {"stats": {"name": "topic_stats", "entry": "topic_stats"}}
+    with launched(slots, heard=False) as session:
+        first = session.nodes[0].popen.pid
+
+        def restarted() -> bool:
+            return session.nodes[0].popen.pid != first
+
+        _wait_ready(session, restarted, "the first process still runs", 1.0, lambda: ["topic_stats"])
+        assert session.running() == ["topic_stats"] and restarted()
+        with pytest.raises(EvaluationError, match="not ready after 1 s \\(never\\)"):
+            _wait_ready(session, lambda: False, "never", 1.0, lambda: ["topic_stats"])

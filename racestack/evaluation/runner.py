@@ -140,14 +140,37 @@ def _answer_type(topic: str) -> type:
     return message_class(KNOWN_TYPES.get(topic, "sensor_msgs/msg/PointCloud2"))
 
 
-def _wait_ready(session: LaunchSession, ready: Callable[[], bool], what: str | Callable[[], str], timeout_s: float):
+def _wait_ready(session: LaunchSession, ready: Callable[[], bool], what: str | Callable[[], str], timeout_s: float,
+                late: Callable[[], list[str]] | None = None) -> None:
+    """Until ``ready()``; with ``late``, the nodes it names are restarted once before giving up: a
+    participant that missed a peer's discovery does not catch up on its own."""
+    if _ready_within(session, ready, timeout_s):
+        return
+    detail = what() if callable(what) else what
+    names = late() if late is not None else []
+    if names:
+        session.echo(f"[racestack evaluate] not ready after {timeout_s:.0f} s ({detail}); "
+                     f"restarting {', '.join(names)}")
+        session.restart(names)
+        if _ready_within(session, ready, timeout_s):
+            return
+        detail = what() if callable(what) else what
+    raise EvaluationError(f"the stack was not ready after {timeout_s:.0f} s ({detail})")
+
+
+def _ready_within(session: LaunchSession, ready: Callable[[], bool], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while not ready():
         _no_required_death(session)
         if time.monotonic() > deadline:
-            detail = what() if callable(what) else what
-            raise EvaluationError(f"the stack was not ready after {timeout_s:.0f} s ({detail})")
+            return False
         time.sleep(0.1)
+    return True
+
+
+def _publishers_of(graph: Graph, topics: Collection[str]) -> list[str]:
+    """The nodes whose slot writes any of ``topics``."""
+    return [n.name for n in graph.nodes if set(graph.contracts[n.slot].outputs) & set(topics)]
 
 
 class Progress:
@@ -229,11 +252,17 @@ def run_on_bag(
 
         _wait_ready(session, partial(_subscribed, replayer, graph), unsubscribed, STARTUP_TIMEOUT_S)
         outputs = graph.outputs()
+
+        def unrecorded() -> list[str]:
+            return sorted(set(outputs) - recorder.subscribed())
+
+        def unseen() -> list[str]:
+            return [t for t in waited if not probe.node.count_publishers(t)]
+
         _wait_ready(session, partial(recorder.wait_for_topics, outputs, 0.0),
-                    lambda: f"not recording yet: {sorted(set(outputs) - recorder.subscribed())}", 60.0)
-        _wait_ready(session, lambda: all(probe.node.count_publishers(t) > 0 for t in waited),
-                    lambda: f"no publisher seen yet on {[t for t in waited if not probe.node.count_publishers(t)]}",
-                    60.0)
+                    lambda: f"not recording yet: {unrecorded()}", 60.0, lambda: _publishers_of(graph, unrecorded()))
+        _wait_ready(session, lambda: not unseen(), lambda: f"no publisher seen yet on {unseen()}", 60.0,
+                    lambda: _publishers_of(graph, unseen()))
         _ensure_live(session, heartbeats, session.running(), replayer)
         time.sleep(1.0)
         _replay(replayer, session, [answers, *consumers], result, mode, rate, timeout_s,
