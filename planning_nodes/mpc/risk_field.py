@@ -4,7 +4,7 @@ The ego collides when any part of its body overlaps an occupied cell, so the ris
 maximum of the map over the body (sampled on a 5 x 3 pattern, oriented with the pose's heading),
 linearly interpolated between the map's horizon steps. Around the previous solution the SCP needs a
 convex model: value + gradient·Δp + ½ Σ max(curvature, 0)·Δp², from central differences of that
-footprint risk. Everything is a vectorized gather; nothing is precomputed per map.
+footprint risk. Everything is a vectorized gather; nothing is precomputed per map but a zero border.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ class RiskField:
     ) -> None:
         if values.ndim != 3 or values.shape[1:] != grid.shape or values.shape[0] != len(times):
             raise ValueError(f"risk map of shape {values.shape} does not fit {len(times)} x {grid.shape}")
-        self.values = np.ascontiguousarray(values, dtype=np.float32)
+        self._padded = np.zeros((values.shape[0], values.shape[1] + 2, values.shape[2] + 2), dtype=np.float32)
+        self._padded[:, 1:-1, 1:-1] = values
+        self.values = self._padded[:, 1:-1, 1:-1]
         self.grid, self.times = grid, np.asarray(times, dtype=np.float64)
         self.step = grid.resolution if step is None else step
         scale_l, scale_w = body_length / 4.9, body_width / 1.9
@@ -71,23 +73,24 @@ class RiskField:
         return LocalRisk(value=r[:, 0], grad=grad, curv=np.maximum(curv, 0.0))
 
     def _sample(self, x: np.ndarray, y: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Trilinear interpolation (time, y, x); zero outside the grid, clamped in time."""
-        g = self.grid
-        fx = (x - g.x_min) / g.resolution - 0.5
-        fy = (y - g.y_min) / g.resolution - 0.5
-        ft = np.interp(t, self.times, np.arange(self.times.size, dtype=np.float64))
-        x0, y0 = np.floor(fx).astype(np.int64), np.floor(fy).astype(np.int64)
-        t0 = np.minimum(np.floor(ft).astype(np.int64), self.times.size - 2) if self.times.size > 1 else ft * 0
-        t0 = t0.astype(np.int64)
+        """Trilinear interpolation (time, y, x); zero outside the grid, clamped in time.
+
+        Gathers from the map with a zero border: coordinates clamped onto the border need no mask."""
+        g, (n_t, height, width) = self.grid, self._padded.shape
+        fx = np.clip((x - g.x_min) / g.resolution + 0.5, 0.0, width - 1.0)
+        fy = np.clip((y - g.y_min) / g.resolution + 0.5, 0.0, height - 1.0)
+        ft = np.interp(t, self.times, np.arange(n_t, dtype=np.float64))
+        x0 = np.minimum(fx.astype(np.int64), width - 2)
+        y0 = np.minimum(fy.astype(np.int64), height - 2)
+        t0 = np.minimum(ft.astype(np.int64), max(n_t - 2, 0))
         wx, wy, wt = fx - x0, fy - y0, ft - t0
+        flat = self._padded.ravel()
+        base = (t0 * height + y0) * width + x0
+        step_t = height * width if n_t > 1 else 0
         out = np.zeros(x.shape)
-        for dt_, w_t in ((0, 1.0 - wt), (1, wt)):
-            ti = np.minimum(t0 + dt_, self.times.size - 1)
-            for dy_, w_y in ((0, 1.0 - wy), (1, wy)):
-                yi = y0 + dy_
-                for dx_, w_x in ((0, 1.0 - wx), (1, wx)):
-                    xi = x0 + dx_
-                    inside = (xi >= 0) & (xi < g.width) & (yi >= 0) & (yi < g.height)
-                    vals = self.values[ti, np.clip(yi, 0, g.height - 1), np.clip(xi, 0, g.width - 1)]
-                    out += np.where(inside, vals, 0.0) * w_t * w_y * w_x
+        for offset_t, w_t in ((0, 1.0 - wt), (step_t, wt)):
+            row = base + offset_t
+            low = flat[row] * (1.0 - wx) + flat[row + 1] * wx
+            high = flat[row + width] * (1.0 - wx) + flat[row + width + 1] * wx
+            out += (low * (1.0 - wy) + high * wy) * w_t
         return out
