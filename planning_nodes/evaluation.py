@@ -234,11 +234,17 @@ def _row(r: Result) -> str:
     )
 
 
+def _mean_measured(values: list[float]) -> float:
+    """Mean of the measured values; nan when none was measured (``--no-l2``)."""
+    measured = [v for v in values if not np.isnan(v)]
+    return float(np.mean(measured)) if measured else float("nan")
+
+
 def summary(results: list[Result]) -> list[str]:
     lines = []
     for kind in sorted({r.planner for r in results} - {"expert"}, key=PLANNERS.index):
         rows = [r for r in results if r.planner == kind]
-        l2 = {t: np.nanmean([r.l2_m.get(f"{t:.0f}s", np.nan) for r in rows]) for t in L2_TIMES}
+        l2 = {t: _mean_measured([r.l2_m.get(f"{t:.0f}s", np.nan) for r in rows]) for t in L2_TIMES}
         lines.append(
             f"{kind:<14} collisions {sum(r.collisions for r in rows)}, track-limit violations "
             f"{sum(r.track_limit_violations for r in rows)}, worst lap ratio {max(r.lap_ratio for r in rows):.3f}, "

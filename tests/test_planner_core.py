@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from planning_nodes.mpc.model import linearize, rollout, step
-from planning_nodes.mpc.planner import MpcPlanner, PlannerConfig
+from planning_nodes.mpc.planner import MpcPlanner, PlannerConfig, path_bend
 from planning_nodes.mpc.problem import CostWeights, MpcProblem
 from planning_nodes.mpc.risk_field import RiskField
 from planning_nodes.opponents import plan_collides
@@ -115,6 +115,18 @@ def test_mpc_drives_a_lap_section_within_the_track(track):
     assert worst < 0.0, f"the car body left the track by {worst:.2f} m"
     assert state.v > 45.0  # it accelerated toward the speed profile
     assert planner.counts["plan_mpc"] >= 115
+
+
+def test_grip_bound_follows_bends_not_a_one_step_steering_spike():
+    wheelbase, window = 3.0, 11
+    spike = np.full(30, 0.02)
+    spike[17] = 0.1  # a jink of one step in the previous solution
+    bent = np.full(30, 0.02)
+    bent[10:25] = 0.1  # a bend held for 1.5 s
+    assert path_bend(spike, wheelbase, window).max() < 1.5 * np.tan(0.02) / wheelbase
+    assert np.allclose(path_bend(bent, wheelbase, window)[15:20], np.tan(0.1) / wheelbase)
+    assert path_bend(spike, wheelbase, window).shape == spike.shape
+    assert np.array_equal(path_bend(spike, wheelbase, 1), np.abs(np.tan(spike)) / wheelbase)
 
 
 def test_opponent_blocking_the_track_yields_braking_fallback(track):
