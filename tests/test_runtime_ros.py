@@ -82,6 +82,27 @@ def _send(probe, msg, topic="/sensing/lidar/points", pause=0.05) -> None:
     time.sleep(pause)
 
 
+def _handled(diagnostics, node: str) -> int:
+    """Grows with every frame ``node`` takes in, accepted or rejected, as its diagnostics last said."""
+    values = diagnostics_values(diagnostics.messages(), node)
+    return int(values.get("frames", "0")) + int(values.get("rejected", "0"))
+
+
+def _send_each(probe, diagnostics, node: str, messages: list, topic: str = "/sensing/lidar/points") -> None:
+    """Sends the messages one at a time, each once ``node`` has taken in the one before: its input
+    keeps only the newest frame (best effort, depth 1), so a burst loses all but the last on a busy
+    machine. A message not taken in within 5 s was lost on the way and is sent again."""
+    time.sleep(0.5)  # the diagnostics of earlier frames come once a period
+    for msg in messages:
+        before = _handled(diagnostics, node)
+        for _ in range(3):
+            probe.publish(topic, msg)
+            if probe.wait_for(lambda b=before: _handled(diagnostics, node) > b, 5.0):
+                break
+        else:
+            raise AssertionError(f"{node} took in none of three copies of a message on {topic}")
+
+
 def _latest(probe, diagnostics, node: str, key: str, at_least: int, timeout: float = 5.0) -> int:
     def value() -> int:
         return int(diagnostics_values(diagnostics.messages(), node).get(key, "0"))
@@ -124,8 +145,7 @@ def test_bad_clouds_are_rejected_counted_and_logged_once(stack) -> None:
         bad.append(missing_x)
         bad.append(_cloud(probe, np.zeros((0, 4), np.float32)))
         bad.append(_cloud(probe, np.full((50, 4), np.nan, np.float32)))
-    for msg in bad:
-        _send(probe, msg)
+    _send_each(probe, diagnostics, "cloud_relay", bad)
     for reason, count in (("layout", 3), ("missing_field", 3), ("empty", 6)):
         assert _latest(probe, diagnostics, "cloud_relay", f"rejected.{reason}", count) == count, reason
     assert lines.count("dropped input on /sensing/lidar/points: layout") == 1
@@ -149,11 +169,13 @@ def test_nan_points_are_removed_and_counted(stack) -> None:
 
 def test_unknown_image_encoding_is_rejected(stack) -> None:
     _, probe, _, summaries, diagnostics, lines = stack
+    images = []
     for encoding in ("yuv422", "8UC3"):
         image = array_to_image(np.zeros((4, 4, 2 if encoding == "yuv422" else 3), np.uint8), encoding)
         image.encoding = "nv12_custom" if encoding == "8UC3" else encoding
         image.header.stamp = probe.node.get_clock().now().to_msg()
-        _send(probe, image, "/sensing/camera/image_raw")
+        images.append(image)
+    _send_each(probe, diagnostics, "topic_stats", images, "/sensing/camera/image_raw")
     assert _latest(probe, diagnostics, "topic_stats", "rejected.encoding", 2) == 2
     assert lines.count("dropped input on /sensing/camera/image_raw: encoding") == 1
     good = array_to_image(np.full((6, 8, 3), 7, np.uint8), "rgb8")
@@ -168,9 +190,8 @@ def test_out_of_order_stamps_rejected_and_time_jump_resets(stack) -> None:
     _, probe, centroids, _, diagnostics, _ = stack
     base = probe.node.get_clock().now().nanoseconds
     values = np.ones((10, 4), np.float32)
-    _send(probe, _cloud(probe, values, base + 2_000_000_000))
-    _send(probe, _cloud(probe, values, base + 1_900_000_000))
-    _send(probe, _cloud(probe, values, base + 2_000_000_000))
+    stamps = (base + 2_000_000_000, base + 1_900_000_000, base + 2_000_000_000)
+    _send_each(probe, diagnostics, "cloud_relay", [_cloud(probe, values, stamp) for stamp in stamps])
     assert _latest(probe, diagnostics, "cloud_relay", "rejected.out_of_order", 1) == 1
     assert _latest(probe, diagnostics, "cloud_relay", "rejected.duplicate", 1) == 1
     before = len(centroids.items)
