@@ -425,18 +425,28 @@ def test_recorder_follows_a_late_best_effort_publisher(tmp_path):
     assert reliabilities == {"RELIABLE", "BEST_EFFORT"}
 
 
+def _start_simulator() -> subprocess.Popen:
+    return subprocess.Popen(
+        [*RACESTACK, "sim", "--scenario", "oval_solo", "--forever", "--no-camera"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def test_simulator_recording_replays_like_the_simulator(tmp_path, probe):
     """The embedded simulator recorded with --all: its topics, latched maps, and clouds replayed byte for byte."""
     bag = tmp_path / "sim"
     with Recorder(bag, all_topics=True, log=lambda text: None) as recorder:
-        sim = subprocess.Popen(
-            [*RACESTACK, "sim", "--scenario", "oval_solo", "--forever", "--no-camera"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        sim = _start_simulator()
         # discovery between processes takes seconds on a loaded machine: run until enough is recorded
-        enough = recorder.wait_for_topics([LIDAR, "/map/racing_line"], 120.0)
+        enough = recorder.wait_for_topics([LIDAR, "/map/racing_line"], 60.0)
+        if not enough and not recorder.subscribed():
+            # nothing of it discovered in 60 s (seen once in a fresh-clone run): a participant that
+            # missed discovery does not catch up by waiting; restarted, as racestack.liveness does
+            interrupt(sim)
+            sim = _start_simulator()
+            enough = recorder.wait_for_topics([LIDAR, "/map/racing_line"], 60.0)
         subscribed = sorted(recorder.subscribed())
         deadline = time.monotonic() + 60.0
         while enough and time.monotonic() < deadline and min(recorder.counts.get(t, 0) for t in (LIDAR, ODOMETRY)) < 10:
@@ -444,7 +454,7 @@ def test_simulator_recording_replays_like_the_simulator(tmp_path, probe):
     returncode, output = interrupt(sim)
     # 0: clean exit; 1 with stacks: its work done, the DDS deletion hung and the exit watchdog ended it
     # (racestack.process) — a Fast DDS fault this machine shows at times, never a hang
-    assert enough, f"after 120 s the recorder had subscribed to {subscribed} only; the simulator's output:\n{output}"
+    assert enough, f"after 60 s the recorder had subscribed to {subscribed} only; the simulator's output:\n{output}"
     assert returncode == 0 or (returncode == 1 and "Timeout" in output), output
     with Bag(bag) as opened:
         counts = {name: info.count for name, info in opened.topics.items()}
