@@ -3,6 +3,7 @@
 ``python tests/bag_streams.py OUT.pkl --rounds N`` publishes a latched map at once, waits for a
 subscriber (the recorder) on every stream, then N rounds of cloud, odometry, text and a best-effort
 status, and pickles ``[(topic, serialized bytes), ...]`` in publish order for byte comparisons.
+Without a subscriber on every stream within 30 s it publishes nothing more and exits 3.
 Messages go out pre-serialized: a message object would be serialized again by the middleware,
 whose padding bytes differ from ``serialize_message``'s, so only bytes compare exactly end to end.
 """
@@ -37,6 +38,7 @@ CLOUD, ODOM, TEXT, STATUS, MAP = (
 STREAMS = (CLOUD, ODOM, TEXT, STATUS)
 ALL_TOPICS = (*STREAMS, MAP)
 POINTS = 20_000
+NO_SUBSCRIBER = 3  # exit code: the recorder was never discovered (the caller starts a new process)
 
 
 def track_path(stamp_ns: int) -> Path:
@@ -86,7 +88,11 @@ def main(node: Node, argv: list[str] | None = None) -> int:
     map_pub.publish(track)
     sent.append((MAP, track))
     deadline = time.monotonic() + 30.0
-    while any(p.get_subscription_count() == 0 for p in pubs.values()) and time.monotonic() < deadline:
+    while any(p.get_subscription_count() == 0 for p in pubs.values()):
+        if time.monotonic() > deadline:
+            unmatched = [topic for topic, p in pubs.items() if p.get_subscription_count() == 0]
+            print(f"no subscriber on {unmatched} after 30 s: no stream published", flush=True)
+            return NO_SUBSCRIBER
         time.sleep(0.05)
     time.sleep(0.5)
     for k in range(args.rounds):
