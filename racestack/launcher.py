@@ -80,6 +80,8 @@ class LaunchSession:
             node.reader = threading.Thread(target=self._pump, args=(node,), daemon=True)
             node.reader.start()
             self.nodes.append(node)
+        order = {spec.name: i for i, spec in enumerate(self.specs)}
+        self.nodes.sort(key=lambda n: order[n.spec.name])  # a restarted node keeps its launch place
         return self
 
     def _pump(self, node: NodeProcess) -> None:
@@ -107,6 +109,7 @@ class LaunchSession:
         return dead
 
     def running(self) -> list[str]:
+        """Names of the live nodes, in launch order."""
         return [n.spec.name for n in self.nodes if n.popen.poll() is None]
 
     def wait(self, duration_s: float | None = None, poll_s: float = 0.1) -> int:

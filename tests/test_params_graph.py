@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from racestack.errors import ParameterError
-from racestack.graph import GraphError, build_processes, graph_to_processes, parse_overrides, resolve_graph
+from racestack.graph import GraphError, ProcessSpec, build_processes, graph_to_processes, parse_overrides, resolve_graph
+from racestack.launcher import LaunchSession
 from racestack.params import Param, validate, validate_all
 
 SPECS = [
@@ -146,3 +147,15 @@ def test_shipped_graphs_resolve(tmp_path) -> None:
     assert "simulator" in names and "pure_pursuit" in names and "mpc_planner" not in names
     assert all(p.cmd[0] == sys.executable for p in processes)
     assert build_processes("smoke", tmp_path, transport="SHM")[0].env["FASTDDS_BUILTIN_TRANSPORTS"] == "SHM"
+
+
+def test_a_restarted_process_keeps_its_launch_place() -> None:
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    specs = [ProcessSpec(name, sleeper, dict(os.environ), True, "") for name in ("first", "second", "third")]
+    lines: list[str] = []
+    with LaunchSession(specs, echo=lines.append) as session:
+        first_pid = session.nodes[0].popen.pid
+        session.restart(["first"])
+        assert session.running() == ["first", "second", "third"]
+        assert session.nodes[0].popen.pid != first_pid
+    assert session.running() == []

@@ -129,7 +129,7 @@ def test_messages_flow_through_two_node_processes(stack) -> None:
     assert _latest(probe, diagnostics, "cloud_relay", "frames", 5) >= 5  # diagnostics come once a period
     relay = diagnostics_values(diagnostics.messages(), "cloud_relay")
     assert float(relay["processing_ms_p50"]) > 0
-    assert sorted(session.running()) == ["cloud_relay", "topic_stats"]  # a silent node restarts last
+    assert session.running() == ["cloud_relay", "topic_stats"]  # launch order, restarts included
 
 
 def test_bad_clouds_are_rejected_counted_and_logged_once(stack) -> None:
