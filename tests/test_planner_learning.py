@@ -35,9 +35,11 @@ def layer():
 
 
 def test_kkt_gradient_matches_finite_differences(heldout_samples, layer):
-    """On every held-out stage: most match central differences within 2 %, none is off by more than
-    5 % (+0.02 absolute) — finite differences straddle an active-set change where a constraint is
-    almost active. Before the complementarity rule for the active set, 28 of 34 stages failed."""
+    """On every held-out stage: at least 95 % match central differences within 2 %, none is off by
+    more than 5 % (+0.02 absolute) — finite differences can straddle an active-set change where a
+    constraint is almost active. Before the complementarity rule for the active set, 28 of 34
+    stages failed; with Clarabel's relative gap at 1e-9 (complementarity ~1e-5 at objectives ~5e4)
+    2 of 102 derivatives were off by 8-100 % on another CPU; at 1e-14 all are within 2.2 %."""
     close, near = [], []
     for sample in heldout_samples:
         expert = torch.from_numpy(sample.expert)
@@ -46,7 +48,7 @@ def test_kkt_gradient_matches_finite_differences(heldout_samples, layer):
         imitation_loss(states, expert).backward()
         gradient = weights.grad.numpy()
         for i in (0, 2, 5):  # lateral, speed, accel
-            step = 1e-4 * float(weights[i])
+            step = 1e-4 * float(weights.detach()[i])
             plus, minus = weights.detach().clone(), weights.detach().clone()
             plus[i] += step
             minus[i] -= step
@@ -56,8 +58,8 @@ def test_kkt_gradient_matches_finite_differences(heldout_samples, layer):
             ) / (2 * step)
             close.append(abs(gradient[i] - numeric) <= 0.02 * abs(numeric) + 1e-4)
             near.append(abs(gradient[i] - numeric) <= 0.05 * abs(numeric) + 0.02)
-    assert np.mean(close) >= 0.9, f"{len(close) - sum(close)} of {len(close)} derivatives off by more than 2 %"
-    assert all(near)
+    assert np.mean(close) >= 0.95, f"{len(close) - sum(close)} of {len(close)} derivatives off by more than 2 %"
+    assert all(near), f"{len(near) - sum(near)} of {len(near)} derivatives off by more than 5 %"
 
 
 def test_learned_weights_reduce_imitation_loss_on_heldout_data(heldout_samples, layer):
