@@ -15,7 +15,12 @@ process: on the shared 2-core development machine other work takes cores away, w
 times but hardly CPU times. For the nodes, the CPU time of each node process per map it published
 gives the throughput each arrangement has when every process has a core of its own.
 
-``.venv/bin/python -m bench.bench_ppn [--skip-nodes] [--seconds 10] [--rate 40] [--rounds 2]``
+The replayed stream must outrun the parallel pair, or both arrangements just follow it (on a fast
+day at 40 Hz both kept up: 1.05x). By default its rate is 1.3x the parallel pair's ceiling
+estimated from the nets measured in step 2 (net + BEV + ~3 ms of receiving and publishing per map),
+and a scene rate within 5 % of the replay rate is flagged as input-bound.
+
+``.venv/bin/python -m bench.bench_ppn [--skip-nodes] [--seconds 10] [--rate auto] [--rounds 2]``
 """
 
 from __future__ import annotations
@@ -261,11 +266,20 @@ def _figure(t: dict[str, tuple[float, float]], digits: int = 1) -> str:
     return f"p50 {w50:.{digits}f} ms, p99 {w99:.{digits}f} ms (CPU p50 {c50:.{digits}f} ms)"
 
 
+def replay_rate(asked: str, net_ms: float, bev_ms: float, serial_ms: float = 3.0) -> float:
+    """The replay rate: ``asked`` in Hz, or for "auto" 1.3x the parallel ceiling (more costs the replayer CPU)."""
+    if asked != "auto":
+        return float(asked)
+    return 1.3 * 1e3 / (net_ms + bev_ms + serial_ms)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-nodes", action="store_true", help="only the in-process figures")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured replay per run of an arrangement")
-    parser.add_argument("--rate", type=float, default=40.0, help="replayed clouds per second")
+    parser.add_argument(
+        "--rate", default="auto", help="replayed clouds per second; auto = 1.3x the parallel ceiling from the nets"
+    )
     parser.add_argument("--points", type=int, default=100_000, help="points per replayed cloud")
     parser.add_argument(
         "--rounds",
@@ -276,19 +290,23 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()[0]
     print(f"PPN lite, one thread per process; targets in brackets; load average {load:.1f} on {os.cpu_count()} cores")
-    print(f"BEV encoding, 200k points, {LITE.bev.sweeps} sweeps: {_figure(bench_bev(), 2)}  [p50 <= 5 ms]")
+    bev = bench_bev()
+    print(f"BEV encoding, 200k points, {LITE.bev.sweeps} sweeps: {_figure(bev, 2)}  [p50 <= 5 ms]")
     paths = checkpoints()
-    for kind, backends in bench_nets(paths).items():
+    nets = bench_nets(paths)
+    for kind, backends in nets.items():
         print(
             f"{kind} net, ONNX Runtime: {_figure(backends['onnxruntime'])}  [p50 <= 50 ms]"
             f"   (torch: {_figure(backends['torch'])})"
         )
     if args.skip_nodes:
         return
+    slowest_net_ms = max(backends["onnxruntime"]["cpu"][0] for backends in nets.values())
+    rate = replay_rate(args.rate, slowest_net_ms, bev["cpu"][0])
     order = ["parallel", "sequential", "sequential", "parallel"] * args.rounds
-    runs = bench_nodes(paths, args.seconds, args.rate, args.points, order[: 2 * args.rounds])
+    runs = bench_nodes(paths, args.seconds, rate, args.points, order[: 2 * args.rounds])
     print(
-        f"replayed stream: {args.rate:.0f} Hz x {args.seconds:.0f} s of {args.points // 1000}k-point clouds "
+        f"replayed stream: {rate:.0f} Hz x {args.seconds:.0f} s of {args.points // 1000}k-point clouds "
         f"+ odometry; arrangements run in the order {', '.join(order[: 2 * args.rounds])}"
     )
     for name, r in runs:
@@ -299,6 +317,7 @@ def main() -> None:
             f"p99 {seg[1]:.1f} ms), reconstruction {r['reconstruction_hz']:.1f} maps/s (p50 {rec[0]:.1f} ms, "
             f"p99 {rec[1]:.1f} ms); scene rate {r['throughput_hz']:.1f} Hz; CPU ms per map: {cpu}; "
             f"replay process {100 * r['replay_cpu_share']:.0f} % of a core"
+            + ("  INPUT-BOUND: it kept up with the stream; raise --rate" if r["throughput_hz"] >= 0.95 * rate else "")
         )
     parallel = [r for name, r in runs if name == "parallel"]
     sequential = [r for name, r in runs if name == "sequential"]
