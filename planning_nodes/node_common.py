@@ -61,7 +61,8 @@ class PlannerInputs:
                 self.create_subscription(
                     Path, f"/map/{name}", lambda msg, name=name: self._on_map(name, msg), latched_qos()
                 )
-        self.create_subscription(Odometry, self.p.odometry_topic, self._on_odometry, sensor_qos(5))
+        # a second of poses: a node busy for a while (its first inference, a new track) loses none
+        self.create_subscription(Odometry, self.p.odometry_topic, self._on_odometry, sensor_qos(50))
         self.create_subscription(PointCloud2, self.p.objects_topic, self._on_objects, result_qos(2))
 
     def _set_track(self, track: Track) -> None:

@@ -63,3 +63,21 @@ def test_trajectory_l2_at_horizons() -> None:
     result = trajectory_l2([(0.0, times, plan_xy), (8.0, times + 8.0, later)], actual_t, actual_xy)
     assert result["l2_1s"] == pytest.approx(1.0) and result["l2_2s"] == pytest.approx(2.0)
     assert result["l2_3s"] == pytest.approx(3.0)
+
+
+def _item(topic: str, time_ms: int):
+    from racestack.bag_replay import ReplayItem
+    from racestack.bags import BagMessage
+
+    return ReplayItem(topic, BagMessage(topic, "t", time_ms * 1_000_000, b"", ""), time_ms * 1_000_000, None)
+
+
+def test_latched_state_recorded_after_the_first_sweeps_is_replayed_first() -> None:
+    from racestack.evaluation.runner import _state_first
+
+    bag = [_item("/points", 0), _item("/odom", 5), _item("/map/line", 40), _item("/points", 100),
+           _item("/map/line", 150), _item("/points", 200)]
+    out = list(_state_first(bag, "/points", {"/map/line"}))
+    assert [(i.topic, i.time_ns // 1_000_000) for i in out] == [
+        ("/map/line", -1000), ("/points", 0), ("/odom", 5), ("/points", 100), ("/map/line", 150), ("/points", 200)]
+    assert len(list(_state_first(bag[:3], "/points", {"/map/line"}))) == 3

@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -318,6 +318,28 @@ def _frame_outputs(graph: Graph, trigger: str, answer: str) -> list[str]:
     return sorted(t for t in outputs - {answer} if t in KNOWN_TYPES)
 
 
+def _state_first(
+    items: Iterable[ReplayItem], trigger: str, latched: set[str], lead_s: float = 1.0
+) -> Iterator[ReplayItem]:
+    """Latched state recorded before the second frame (the track map) goes out first, ``lead_s``
+    before the first message: a car has its map before it drives, and a replay that sent it 15 ms
+    before the first sweep dropped the first frames' plans while the nodes built their tracks."""
+    head: list[ReplayItem] = []
+    frames = 0
+    for item in items:
+        frames += item.topic == trigger
+        if frames < 2:
+            head.append(item)
+            continue
+        if head:
+            start = head[0].time_ns - round(lead_s * 1e9)
+            yield from (replace(i, time_ns=start) for i in head if i.topic in latched)
+            yield from (i for i in head if i.topic not in latched)
+            head = []
+        yield item
+    yield from sorted(head, key=lambda i: i.topic not in latched)
+
+
 def _frame_complete_first(items: Iterable[ReplayItem], trigger: str) -> Iterator[ReplayItem]:
     """Lockstep order: a trigger waits for the messages recorded just after it that belong to its frame
     (stamped no later than it, e.g. the pose at the sweep's stamp), so the stack always sees them first."""
@@ -346,7 +368,8 @@ def _answered(waits: list[_Answers], stamp_ns: int, timeout_s: float) -> bool:
 def _replay(replayer, session, waits: list[_Answers], result: RunResult, mode: str, rate: float, timeout_s: float,
             progress):
     wall_start, first = time.monotonic(), None
-    items = replayer.messages()
+    latched = {o.topic for o in replayer.outputs.values() if o.latched}
+    items = _state_first(replayer.messages(), result.trigger, latched)
     for item in _frame_complete_first(items, result.trigger) if mode == "lockstep" else items:
         if mode == "realtime":
             first = item.time_ns if first is None else first
