@@ -95,14 +95,16 @@ class Probe:
         keep: int = 0,
         callback: Callable[[Any], None] | None = None,
         raw: bool = False,
+        info: bool = False,
     ) -> Collector:
-        """``raw``: collect the serialized bytes (no deserialization: timing large outputs)."""
+        """``raw``: collect the serialized bytes (no deserialization: timing large outputs);
+        ``info``: ``callback`` also gets the DDS message info (source and received timestamps)."""
         collector = Collector(keep=keep)
 
-        def on_msg(msg: Any) -> None:
+        def on_msg(msg: Any, message_info: dict) -> None:
             collector.add(msg)
             if callback is not None:
-                callback(msg)
+                callback(msg, message_info) if info else callback(msg)
 
         self.node.create_subscription(msg_type, topic, on_msg, qos or result_qos(10), raw=raw)
         return collector

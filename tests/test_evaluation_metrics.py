@@ -81,3 +81,4 @@ def test_latched_state_recorded_after_the_first_sweeps_is_replayed_first() -> No
     assert [(i.topic, i.time_ns // 1_000_000) for i in out] == [
         ("/map/line", -1000), ("/points", 0), ("/odom", 5), ("/points", 100), ("/map/line", 150), ("/points", 200)]
     assert len(list(_state_first(bag[:3], "/points", {"/map/line"}))) == 3
+
