@@ -231,7 +231,7 @@ def plot_latency(card: Scorecard, out: Path) -> str | None:
 
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")  # equal-aspect panels clipped their titles
     plt.close(fig)
     return path.name
 
