@@ -103,8 +103,10 @@ class Probe:
 
         def on_msg(msg: Any, message_info: dict) -> None:
             collector.add(msg)
-            if callback is not None:
-                callback(msg, message_info) if info else callback(msg)
+            if callback is not None and info:
+                callback(msg, message_info)
+            elif callback is not None:
+                callback(msg)
 
         self.node.create_subscription(msg_type, topic, on_msg, qos or result_qos(10), raw=raw)
         return collector
