@@ -470,7 +470,10 @@ def run_closed_loop(
                     lambda: _publishers_of(graph, unrecorded()))
         _ensure_live(session, heartbeats, stack)
         session.start()
-        _wait_ready(session, lambda: sim_time[0] > 0.0, "no /clock from the simulator", STARTUP_TIMEOUT_S)
+        # lockstep holds frame 0 (and /clock) until the simulator has matched the stack's readers
+        simulator = [n.name for n in graph.nodes if n.slot == "simulator"]
+        _wait_ready(session, lambda: sim_time[0] > 0.0, "no /clock from the simulator", STARTUP_TIMEOUT_S / 2,
+                    lambda: simulator)
         # the simulator's links, checked while it runs (it drives on meanwhile): a short wait, and a
         # node that missed the simulator's discovery is restarted early in the run
         _ensure_live(session, heartbeats, stack, link_timeout_s=SIMULATOR_LINK_TIMEOUT_S)
