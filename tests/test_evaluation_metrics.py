@@ -82,3 +82,22 @@ def test_latched_state_recorded_after_the_first_sweeps_is_replayed_first() -> No
         ("/map/line", -1000), ("/points", 0), ("/odom", 5), ("/points", 100), ("/map/line", 150), ("/points", 200)]
     assert len(list(_state_first(bag[:3], "/points", {"/map/line"}))) == 3
 
+
+
+def test_driven_distance_in_stamp_order_without_repeated_stamps() -> None:
+    from nav_msgs.msg import Odometry
+
+    from racestack.evaluation.recording import Sample
+    from racestack.evaluation.scoring import driven_distance
+
+    def odometry(stamp_ns: int, x: float) -> Sample:
+        msg = Odometry()
+        msg.pose.pose.position.x = x
+        return Sample(recv_ns=0, stamp_ns=stamp_ns, msg=msg)
+
+    driven = [odometry(k * 50, 2.0 * k) for k in range(11)]  # 20 m along x
+    foreign = odometry(150, -500.0)  # a second publisher repeating a stamp
+    shuffled = [driven[3], driven[0], *driven[4:], driven[1], foreign, driven[2]]
+    distance, repeated = driven_distance(shuffled)
+    assert distance == pytest.approx(20.0) and repeated == 1
+    assert driven_distance(driven[:1]) == (None, 0)
