@@ -101,7 +101,8 @@ def replay(sim, frames: list[Frame], peer_every: int, weights_file: str) -> dict
             continue
         realtime = rollout(stage.z0, local.inputs, config.dt, sim.ego_params.wheelbase)
         realtime_cost = peer.evaluate(stage, weights, realtime, local.inputs)
-        peer_rows.append((cycle_ms[-1], scp_ms, ipopt.solve_ms, converged.cost, ipopt.cost, realtime_cost))
+        apart_m = float(np.max(np.hypot(*(converged.states[:, :2] - ipopt.states[:, :2]).T)))
+        peer_rows.append((cycle_ms[-1], scp_ms, ipopt.solve_ms, converged.cost, ipopt.cost, realtime_cost, apart_m))
     counts = planner.counts
     return {
         "cycle_ms": np.array(cycle_ms),
@@ -129,7 +130,7 @@ def report(results: list[dict]) -> None:
     if not peer.size:
         print("peer: no comparable cycles")
         return
-    cycle_ms, scp_ms, ipopt_ms, scp_cost, ipopt_cost, rt_cost = peer.T
+    cycle_ms, scp_ms, ipopt_ms, scp_cost, ipopt_cost, rt_cost, apart_m = peer.T
     gap = np.abs(scp_cost - ipopt_cost) / np.maximum(np.abs(ipopt_cost), 1e-9)
     rt_gap = (rt_cost - ipopt_cost) / np.maximum(np.abs(ipopt_cost), 1e-9)
     print(f"CasADi + IPOPT on the same problems ({len(peer)} stages):")
@@ -141,6 +142,15 @@ def report(results: list[dict]) -> None:
         f"  cost difference converged SCP vs IPOPT: median {100 * np.median(gap):.3f} %, max {100 * gap.max():.3f} %"
         f" (target < {100 * COST_TARGET:.0f} %); stages within target: {100 * np.mean(gap < COST_TARGET):.0f} %"
     )
+    apart = gap >= COST_TARGET
+    if apart.any():  # a nonconvex stage (opponent half-spaces, grip) can have two local optima
+        lower = scp_cost[apart] < ipopt_cost[apart]
+        print(f"  stages apart: SCP lower in {lower.sum()}, IPOPT lower in {(~lower).sum()}; their costs (SCP / IPOPT,"
+              f" median stage {np.median(ipopt_cost):.3g}) and largest distance between the two paths:")
+        for a, b, m in zip(scp_cost[apart], ipopt_cost[apart], apart_m[apart], strict=True):
+            print(f"    {a:.4g} / {b:.4g}, {100 * m:.1f} cm")
+    print(f"  largest distance between the SCP and IPOPT paths: median {100 * np.median(apart_m):.2f} cm, "
+          f"max {100 * apart_m.max():.1f} cm")
     print(
         f"  real-time QP plan (rolled out through the model) vs the IPOPT optimum: +{100 * np.median(rt_gap):.2f} %"
         f" median; stages within 1 %: {100 * np.mean(rt_gap < 0.01):.0f} %, within 10 %:"
