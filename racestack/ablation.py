@@ -76,8 +76,8 @@ def row_of(cards: list[Scorecard], runs: int) -> dict[str, float | str]:
     """One variant's row: ``runs`` asked for, ``len(cards)`` scored (a failed run has no card)."""
     row: dict[str, float | str] = {"runs": f"{len(cards)}/{runs}"}
     for key, _ in COLUMNS:
-        values = [c.metrics.get(key, float("nan")) for c in cards]
-        row[key] = float(sum(finite(values))) if key in COUNTS and finite(values) else mean(values)
+        values = finite([c.metrics.get(key) for c in cards])
+        row[key] = float(sum(values)) if key in COUNTS and values else mean(values)
     for key, _ in LATENCY_COLUMNS:
         p50 = mean([c.latency.get(key, {}).get("p50", float("nan")) for c in cards])
         p99 = mean([c.latency.get(key, {}).get("p99", float("nan")) for c in cards])

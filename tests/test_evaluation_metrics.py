@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from nav_msgs.msg import Odometry
 
 from racestack.evaluation.metrics import (
     average_precision,
@@ -13,6 +14,8 @@ from racestack.evaluation.metrics import (
     segmentation_scores,
     trajectory_l2,
 )
+from racestack.evaluation.recording import Sample
+from racestack.evaluation.scoring import driven_distance
 from racestack.objects import BOX2D_DTYPE
 
 
@@ -83,13 +86,7 @@ def test_latched_state_recorded_after_the_first_sweeps_is_replayed_first() -> No
     assert len(list(_state_first(bag[:3], "/points", {"/map/line"}))) == 3
 
 
-
 def test_driven_distance_in_stamp_order_without_repeated_stamps() -> None:
-    from nav_msgs.msg import Odometry
-
-    from racestack.evaluation.recording import Sample
-    from racestack.evaluation.scoring import driven_distance
-
     def odometry(stamp_ns: int, x: float) -> Sample:
         msg = Odometry()
         msg.pose.pose.position.x = x
