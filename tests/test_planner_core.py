@@ -269,3 +269,35 @@ def test_risk_field_local_model():
     assert local.value[0] > 0.9 and local.value[3] == 0.0
     assert local.grad[1, 1] > 0.0 and local.grad[2, 0] > 0.0  # uphill toward the blob
     assert np.all(local.curv >= 0.0)
+
+
+def test_converged_scp_and_ipopt_reach_the_same_optimum(track):
+    """The bench's peer comparison on one stage with a slower car ahead (half-spaces active): both
+    trajectories costed by one function, and IPOPT's cost is its trajectory's, not its own objective
+    (which credits slacks relaxed below zero)."""
+    from planning_nodes.mpc.casadi_peer import CasadiPeer
+    from planning_nodes.mpc.planner import converge_stage
+
+    config = PlannerConfig(use_risk_map=False)
+    planner = MpcPlanner(track, VEHICLE, config)
+    car = empty_objects(1)
+    xy = track.frenet_to_xy(np.array([90.0]), np.array([0.0]))
+    car["x"], car["y"], car["yaw"] = xy[0, 0], xy[0, 1], track.heading_at(90.0)
+    car["vx"], car["vy"] = 25.0 * np.cos(car["yaw"]), 25.0 * np.sin(car["yaw"])
+    car["length"], car["width"], car["height"], car["track_id"] = 4.9, 2.0, 1.2, 3
+    ego = start_state(track, 40.0)
+    for k in range(3):
+        plan = planner.plan(ego, car, None, k * DT)
+    assert plan.kind == MPC
+    stage, weights = planner.last_stage, config.weights
+    local = planner.problem.solve(stage, weights, "OSQP", eps=1e-3, max_iter=config.qp_max_iter)
+    converged = converge_stage(
+        planner.problem, stage, weights, (local.states, local.inputs), DT, VEHICLE.wheelbase, solver="CLARABEL"
+    )
+    peer = CasadiPeer(VEHICLE, config.horizon, config.dt, config.opponent_slots, config.slack)
+    ipopt = peer.solve(stage, weights, (local.states, local.inputs))
+    assert converged.ok and ipopt.ok
+    assert ipopt.cost == pytest.approx(peer.evaluate(stage, weights, ipopt.states, ipopt.inputs))
+    scp_cost = peer.evaluate(stage, weights, converged.states, converged.inputs)
+    assert abs(scp_cost - ipopt.cost) <= 0.01 * abs(ipopt.cost)
+    assert np.abs(converged.states[:, :2] - ipopt.states[:, :2]).max() < 0.1
