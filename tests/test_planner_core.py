@@ -271,6 +271,38 @@ def test_risk_field_local_model():
     assert np.all(local.curv >= 0.0)
 
 
+def test_rendered_risk_windows_match_the_whole_grid_computation():
+    """Two cars (one half off the grid's edge): the windowed float32 rendering against the stated
+    cell meaning, 1 - prod_j (1 - P_j severity_j), evaluated in float64 on every cell."""
+    import torch
+
+    from planning_nodes.riskmap.model import footprint_probability_torch, render_window
+
+    rng = np.random.default_rng(3)
+    steps, modes = len(RISK_TIMES), 3
+    start = np.array([[40.0, 3.0], [120.0, RISK_GRID.y_min + 1.0]])
+    drift = np.array([12.0, 0.5]) * RISK_TIMES[:, None]  # (T, 2)
+    mean = start[:, None, None, :] + drift[None, None] + rng.normal(0.0, 1.0, (2, modes, steps, 2))
+    sigma = rng.uniform(0.4, 3.0, (2, modes, steps, 2))
+    yaw = rng.uniform(-0.4, 0.4, (2, modes, steps))
+    weight = rng.dirichlet(np.ones(modes), 2)
+    length, width, severity = np.array([4.9, 4.5]), np.array([2.0, 1.9]), np.array([0.6, 1.0])
+    rendered = render_window(mean, sigma, yaw, weight, length, width, severity)
+
+    xs, ys = RISK_GRID.cell_centers()
+    p = footprint_probability_torch(
+        torch.from_numpy(xs), torch.from_numpy(ys),
+        *(torch.from_numpy(a)[..., None, None, :] for a in (mean, sigma)),
+        torch.from_numpy(yaw)[..., None, None],
+        torch.from_numpy(length)[:, None, None, None, None], torch.from_numpy(width)[:, None, None, None, None],
+    )  # fmt: skip
+    per_car = torch.einsum("mk,mktyx->mtyx", torch.from_numpy(weight), p).numpy() * severity[:, None, None, None]
+    expected = 1.0 - np.prod(1.0 - np.clip(per_car, 0.0, 1.0 - 1e-6), axis=0)
+    assert rendered.shape == expected.shape and rendered.dtype == np.float32
+    assert expected.max() > 0.5
+    assert np.abs(rendered - expected).max() < 1e-5
+
+
 def test_converged_scp_and_ipopt_reach_the_same_optimum(track):
     """The bench's peer comparison on one stage with a slower car ahead (half-spaces active): both
     trajectories costed by one function, and IPOPT's cost is its trajectory's, not its own objective

@@ -144,21 +144,24 @@ def _mlp(inputs: int, width: int) -> nn.Module:
 # -- rendering -------------------------------------------------------------------------------------
 
 
-def footprint_probability_torch(cells, mean, sigma, yaw, length, width):
+def footprint_probability_torch(cell_x, cell_y, mean, sigma, yaw, length, width):
     """P(cell centres inside a box whose centre ~ N(mean, diag(sigma²)) in its own axes); broadcasts.
 
-    cells/mean (..., 2), sigma (..., 2), yaw/length/width (...).
+    cell_x/cell_y (...), mean/sigma (..., 2), yaw/length/width (...). Cell coordinates come apart and
+    the scale of each erf argument goes onto the small factors, so that a window's rows and columns
+    meet in as few full-size operations as possible (the node renders ~300k cells per map).
     """
-    rel = cells - mean
+    rel_x, rel_y = cell_x - mean[..., 0], cell_y - mean[..., 1]
     c, s = torch.cos(yaw), torch.sin(yaw)
-    along = c * rel[..., 0] + s * rel[..., 1]
-    across = -s * rel[..., 0] + c * rel[..., 1]
-    return _interval(along, length / 2.0, sigma[..., 0]) * _interval(across, width / 2.0, sigma[..., 1])
+    k_along, k_across = 1.0 / (math.sqrt(2.0) * sigma[..., 0]), 1.0 / (math.sqrt(2.0) * sigma[..., 1])
+    along = (c * k_along) * rel_x + (s * k_along) * rel_y
+    across = (c * k_across) * rel_y - (s * k_across) * rel_x
+    half_along, half_across = (length / 2.0) * k_along, (width / 2.0) * k_across
+    return 0.25 * _erf_span(along, half_along) * _erf_span(across, half_across)
 
 
-def _interval(x, half, sigma):
-    scale = 1.0 / (math.sqrt(2.0) * sigma)
-    return 0.5 * (torch.erf((x + half) * scale) - torch.erf((x - half) * scale))
+def _erf_span(x, half):
+    return torch.erf(x + half) - torch.erf(x - half)
 
 
 def render_window(
@@ -171,45 +174,45 @@ def render_window(
     severity: np.ndarray,
     grid: BevGrid = RISK_GRID,
 ) -> np.ndarray:
-    """The (T, H, W) risk map of M opponents with K modes (numpy; windows around each opponent).
+    """The (T, H, W) risk map of M opponents with K modes, each rendered in a window around it.
 
     mean (M, K, T, 2) and sigma (M, K, T, 2) in the grid frame (m), yaw (M, K, T), weight (M, K),
-    length/width/severity (M,).
+    length/width/severity (M,). float32 torch on the calling thread: its erf is 8x faster than
+    scipy's, and the rendering was two thirds of the node's cycle.
     """
-    from scipy.special import erf
-
     m, _, t = yaw.shape
-    log_free = np.zeros((t, grid.height, grid.width))
     if m == 0:
-        return log_free.astype(np.float32)
-    center = np.einsum("mk,mktd->mtd", weight, mean)
-    ix0 = np.floor((center[..., 0] - grid.x_min) / grid.resolution).astype(np.int64) - WINDOW // 2
-    iy0 = np.floor((center[..., 1] - grid.y_min) / grid.resolution).astype(np.int64) - WINDOW // 2
-    offsets = np.arange(WINDOW)
-    ix = ix0[..., None] + offsets  # (M, T, W)
-    iy = iy0[..., None] + offsets
-    cx = grid.x_min + (ix + 0.5) * grid.resolution
-    cy = grid.y_min + (iy + 0.5) * grid.resolution
-    rel_x = cx[:, None, :, None, :] - mean[..., 0, None, None]  # (M, K, T, 1, W)
-    rel_y = cy[:, None, :, :, None] - mean[..., 1, None, None]  # (M, K, T, W, 1)
-    c, s = np.cos(yaw)[..., None, None], np.sin(yaw)[..., None, None]
-    along = c * rel_x + s * rel_y
-    across = -s * rel_x + c * rel_y
-    sa, sc = sigma[..., 0, None, None], sigma[..., 1, None, None]
-    half_l = (length / 2.0)[:, None, None, None, None]
-    half_w = (width / 2.0)[:, None, None, None, None]
-    p_along = 0.5 * (erf((along + half_l) / (math.sqrt(2) * sa)) - erf((along - half_l) / (math.sqrt(2) * sa)))
-    p_across = 0.5 * (erf((across + half_w) / (math.sqrt(2) * sc)) - erf((across - half_w) / (math.sqrt(2) * sc)))
-    p = np.einsum("mk,mktyx->mtyx", weight, p_along * p_across)
-    risk = np.clip(p * severity[:, None, None, None], 0.0, 1.0 - 1e-6)
-    inside_y = (iy >= 0) & (iy < grid.height)
-    inside_x = (ix >= 0) & (ix < grid.width)
-    valid = inside_y[..., :, None] & inside_x[..., None, :]
-    tt = np.broadcast_to(np.arange(t)[None, :, None, None], valid.shape)
-    yy = np.broadcast_to(iy[..., :, None], valid.shape)
-    xx = np.broadcast_to(ix[..., None, :], valid.shape)
-    np.add.at(log_free, (tt[valid], yy[valid], xx[valid]), np.log1p(-risk[valid]))
-    return (1.0 - np.exp(log_free)).astype(np.float32)
+        return np.zeros((t, grid.height, grid.width), np.float32)
+    with torch.no_grad():
+        mean_t, sigma_t, yaw_t, weight_t, length_t, width_t, severity_t = (
+            torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+            for a in (mean, sigma, yaw, weight, length, width, severity)
+        )
+        center = torch.einsum("mk,mktd->mtd", weight_t, mean_t)
+        offsets = torch.arange(WINDOW) - WINDOW // 2
+        ix = torch.floor((center[..., 0] - grid.x_min) / grid.resolution).long()[..., None] + offsets  # (M, T, W)
+        iy = torch.floor((center[..., 1] - grid.y_min) / grid.resolution).long()[..., None] + offsets
+        cx = grid.x_min + (ix + 0.5) * grid.resolution
+        cy = grid.y_min + (iy + 0.5) * grid.resolution
+        p = footprint_probability_torch(
+            cx[:, None, :, None, :],  # (M, 1, T, 1, W)
+            cy[:, None, :, :, None],  # (M, 1, T, W, 1)
+            mean_t[..., None, None, :],  # (M, K, T, 1, 1, 2)
+            sigma_t[..., None, None, :],
+            yaw_t[..., None, None],
+            length_t[:, None, None, None, None],
+            width_t[:, None, None, None, None],
+        )
+        p = torch.einsum("mk,mktyx->mtyx", weight_t, p)
+        risk = (p * severity_t[:, None, None, None]).clamp(0.0, 1.0 - 1e-6)
+        # cells outside the grid go to one extra cell past the end: a mask would cost a gather
+        size = t * grid.height * grid.width
+        valid = ((iy >= 0) & (iy < grid.height))[..., :, None] & ((ix >= 0) & (ix < grid.width))[..., None, :]
+        cell = (torch.arange(t)[None, :, None, None] * grid.height + iy[..., :, None]) * grid.width + ix[..., None, :]
+        cell = torch.where(valid, cell, size)
+        log_free = torch.zeros(size + 1)
+        log_free.index_add_(0, cell.reshape(-1), torch.log1p(-risk).reshape(-1))
+        return (1.0 - torch.exp(log_free[:size])).reshape(t, grid.height, grid.width).numpy()
 
 
 # -- checkpoints -----------------------------------------------------------------------------------

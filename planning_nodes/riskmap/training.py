@@ -218,7 +218,8 @@ def _inside_boxes(cells: torch.Tensor, s: Samples) -> torch.Tensor:
 def occupancy(cells, mean, sigma, yaw, weight, s: Samples) -> torch.Tensor:
     """P(occupied) (B, T, C) at cells (B, T, C, 2) from predictions (see RiskMapNet.forward)."""
     p = footprint_probability_torch(
-        cells[:, None, None],  # (B, 1, 1, T, C, 2)
+        cells[:, None, None, ..., 0],  # (B, 1, 1, T, C)
+        cells[:, None, None, ..., 1],
         mean[..., None, :],  # (B, M, K, T, 1, 2)
         sigma[..., None, :],
         yaw[..., None],
