@@ -70,7 +70,8 @@ def main() -> None:
     result = run_on_bag(bag, StackOptions(swap=args.swap, disable=args.disable), out, mode="realtime", rate=args.rate)
     card = score([bag, result.output_bag], result)
     e2e = card.latency.get("end_to_end", {})
-    print(f"\nreal-time replay at {10 * args.rate:g} Hz of {bag.name}, graph {result.choices}")
+    print(f"\nreal-time replay at {10 * args.rate:g} Hz of {bag.name} after {result.warmup} warm-up frames "
+          f"(answered one at a time, not timed), graph {result.choices}")
     for topic, stats in card.latency.items():
         print(f"  {topic:<40} p50 {stats['p50']:7.1f} ms   p99 {stats['p99']:7.1f} ms   (n={stats['n']})")
     for node, values in sorted(card.nodes.items()):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from racestack.bags import BagError
 from racestack.evaluation.report import write_report
-from racestack.evaluation.runner import MODES, EvaluationError, StackOptions, run_on_bag
+from racestack.evaluation.runner import MODES, WARMUP_FRAMES, EvaluationError, StackOptions, run_on_bag
 from racestack.evaluation.scoring import Scorecard, score
 from racestack.graph import GraphError
 from racestack.launcher import add_graph_arguments
@@ -41,6 +41,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "realtime: the bag's timing, measuring drops and latency")
     parser.add_argument("--rate", type=float, default=1.0, help="replay rate in real-time mode")
     parser.add_argument("--timeout", type=float, default=5.0, help="lockstep: seconds to wait for an answer")
+    parser.add_argument("--warmup-frames", type=int, default=WARMUP_FRAMES,
+                        help="realtime: first frames answered one at a time, before the clock starts (not scored)")
     parser.add_argument("--trigger", default="", help="topic whose messages are the frames (default: the LiDAR)")
     parser.add_argument("--answer", default="", help="output that answers a frame (default: the last slot's)")
     parser.add_argument("--score-only", action="store_true",
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             result, bags = None, [bag]
         else:
             result = run_on_bag(bag, options_of(args), out, args.mode, args.trigger, args.answer, args.rate,
-                                args.timeout)
+                                args.timeout, warmup_frames=args.warmup_frames)
             bags = [bag, result.output_bag]
         card = score(bags, result)
     except (EvaluationError, BagError, GraphError, FileNotFoundError) as exc:
@@ -65,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     context = {"bag": str(bag), "mode": "score only" if result is None else result.mode}
     if result is not None:
         context.update(trigger=result.trigger, answer=result.answer, choices=result.choices,
-                       lockstep_timeouts=result.timeouts, resent=result.resent, wall_s=round(result.wall_s, 1))
+                       lockstep_timeouts=result.timeouts, resent=result.resent, warmup_frames=result.warmup,
+                       wall_s=round(result.wall_s, 1))
     page = write_report(bags, card, out, f"racestack evaluation of {bag.name}", context)
     print_summary(card, f"evaluation of {bag} ({context['mode']})")
     print(f"\nreport: {page}")

@@ -72,9 +72,10 @@ def test_lockstep_evaluation_is_repeatable(demo: Path, tmp_path: Path) -> None:
 
 def test_bag_without_ground_truth_is_scored_for_latency_only(demo: Path, tmp_path: Path) -> None:
     result = run_on_bag(demo / "run", StackOptions(disable=[*PERCEPTION_ONLY, "tracker", "object_extraction"]),
-                        tmp_path / "ppn", mode="realtime", progress=False)
+                        tmp_path / "ppn", mode="realtime", progress=False, warmup_frames=5)
     card = score([result.output_bag], result)
     assert "no ground truth" in card.skipped["segmentation"]
+    assert result.warmup == 5 and card.metrics["warmup_frames"] == 5  # answered before the clock, not timed
     assert "end_to_end" in card.latency and card.latency["end_to_end"]["n"] >= 20
 
 

@@ -240,6 +240,8 @@ def score(bags: Sequence[str | Path], result: RunResult | None = None) -> Scorec
         card.metrics["frames"] = len(result.published)
         card.metrics["dropped_frames"] = result.dropped()
         card.metrics["dropped_ratio"] = result.dropped() / len(result.published)
+        if result.warmup:
+            card.metrics["warmup_frames"] = result.warmup
     if rec.problems:
         card.skipped["bag_problems"] = "; ".join(rec.problems[:5])
     return card
