@@ -192,6 +192,30 @@ def test_bad_clouds_are_rejected_and_the_nodes_keep_running(parallel):
     assert session.running() == ["bev_segmentation", "bev_reconstruction", "object_extraction"]
 
 
+def test_sweeps_faster_than_the_nets_still_find_their_odometry(parallel):
+    """Sweeps and odometry at 50 Hz, faster than a network: each sweep a node takes still finds its
+    pose. Served one message per wake-up, a deeper odometry queue fell behind by a second and every
+    sweep was encoded without its history."""
+    _, probe, outputs = parallel
+
+    def missing() -> int:
+        values = diagnostics_values(outputs["diagnostics"].messages(), "bev_reconstruction")
+        return int(values.get("odometry_missing", "0"))
+
+    time.sleep(0.5)
+    before, maps = missing(), len(outputs["rec"].items)
+    sweep = cloud(scene_points(0.0), ns_to_stamp(0))
+    for k in range(150):
+        stamp = ns_to_stamp(probe.now_ns())
+        probe.publish("/localization/odometry", odometry(stamp, 0.4 * k))
+        sweep.header.stamp = stamp
+        probe.publish("/sensing/lidar/points", sweep)
+        time.sleep(0.02)
+    time.sleep(1.0)  # a diagnostics period or three
+    assert len(outputs["rec"].items) - maps >= 15
+    assert missing() - before <= 1
+
+
 def test_missing_checkpoint_fails_at_startup_naming_the_file(tmp_path):
     missing = tmp_path / "nowhere" / "segmentation.pt"
     slots = {

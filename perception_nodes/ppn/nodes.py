@@ -93,9 +93,12 @@ class PpnNode(RacestackNode):
             if "reconstruction" in kinds
             else None,
         }
-        self.create_subscription(PointCloud2, p.cloud_topic, self.on_cloud, sensor_qos())
+        # Odometry first and depth 1: the executor serves subscriptions in creation order and takes one
+        # message each per wake-up, so behind a 25 ms network a deeper queue fell further behind
+        # every sweep (52 Hz odometry, a 1 s old pose, every sweep encoded without its history).
         if p.odometry_topic:
-            self.create_subscription(Odometry, p.odometry_topic, self.on_odometry, sensor_qos(depth=50))
+            self.create_subscription(Odometry, p.odometry_topic, self.on_odometry, sensor_qos(depth=1))
+        self.create_subscription(PointCloud2, p.cloud_topic, self.on_cloud, sensor_qos())
         self.add_diagnostics(self._diagnostics)
         self.get_logger().info(
             f"{name}: {', '.join(kinds)} on {p.device} ({self.pipeline.backends}), "
