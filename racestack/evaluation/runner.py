@@ -185,6 +185,11 @@ def _publishers_of(graph: Graph, topics: Collection[str]) -> list[str]:
     return [n.name for n in graph.nodes if set(graph.contracts[n.slot].outputs) & set(topics)]
 
 
+def _subscribers_of(graph: Graph, topics: Collection[str]) -> list[str]:
+    """The nodes whose slot reads any of ``topics``."""
+    return [n.name for n in graph.nodes if set(graph.contracts[n.slot].inputs) & set(topics)]
+
+
 class Progress:
     """A progress bar on a terminal; one line per 10 % otherwise (logs stay short)."""
 
@@ -262,12 +267,9 @@ def run_on_bag(
     try:
         session.start()
         recorder.start()
-        def unsubscribed() -> str:
-            return "no subscriber yet on " + ", ".join(
-                o.topic for o in replayer.outputs.values() if o.publisher.get_subscription_count() == 0
-            )
-
-        _wait_ready(session, partial(_subscribed, replayer, graph), unsubscribed, STARTUP_TIMEOUT_S)
+        _wait_ready(session, lambda: not _unmatched(replayer, graph),
+                    lambda: f"not every reader matched yet on {_unmatched(replayer, graph)}", STARTUP_TIMEOUT_S,
+                    lambda: _subscribers_of(graph, _unmatched(replayer, graph)))
         unrecorded = partial(_unrecorded, recorder, graph.outputs())
 
         def unseen() -> list[str]:
@@ -318,11 +320,11 @@ def _replayed(replayer: BagReplayer) -> dict[str, int]:
     return counts
 
 
-def _subscribed(replayer: BagReplayer, graph: Graph) -> bool:
-    """Every replayed topic has a subscriber per slot that reads it: a sweep sent while one of them
+def _unmatched(replayer: BagReplayer, graph: Graph) -> list[str]:
+    """Replayed topics without a subscriber per slot that reads them: a sweep sent while one of them
     is still matching is lost to it (best effort)."""
-    return all(o.publisher.get_subscription_count() >= max(1, _consumers(graph, o.topic))
-               for o in replayer.outputs.values())
+    return sorted(o.topic for o in replayer.outputs.values()
+                  if o.publisher.get_subscription_count() < max(1, _consumers(graph, o.topic)))
 
 
 def _frame_outputs(graph: Graph, trigger: str, answer: str) -> list[str]:
