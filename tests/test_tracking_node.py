@@ -13,7 +13,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import PointCloud2
-from support import DISCOVERY_S, diagnostics_values, launched, links_matched
+from support import diagnostics_values, launched, links_matched, wait_or_restart
 
 from racestack.node import ns_to_stamp, stamp_to_ns
 from racestack.objects import cloud_to_objects, empty_objects, objects_to_cloud
@@ -101,8 +101,12 @@ def start(probe, session, lines, tracks: str = TRACKS) -> dict:
         probe.publisher(PointCloud2, FLYING),
         probe.publisher(Odometry, ODOMETRY),
     ]
-    assert probe.wait_for(lambda: all(p.get_subscription_count() > 0 for p in publishers), DISCOVERY_S)
-    assert probe.wait_for(lambda: probe.node.count_publishers(tracks) > 0, DISCOVERY_S)
+
+    def discovered() -> bool:
+        return all(p.get_subscription_count() > 0 for p in publishers) and probe.node.count_publishers(tracks) > 0
+
+    # a fresh clone's run of 2026-12-05 never saw the tracker's writer from this probe in 60 s
+    assert wait_or_restart(probe, session, discovered, [NODE]), "the tracker's endpoints were never discovered"
     assert probe.wait_for(lambda: links_matched(outputs["diagnostics"], NODE, [DETECTIONS, FLYING, ODOMETRY], [tracks]),
                           30.0), diagnostics_values(outputs["diagnostics"].messages(), NODE)
     time.sleep(0.5)
