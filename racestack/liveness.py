@@ -79,6 +79,30 @@ def restart_silent(session: LaunchSession, heartbeats: Heartbeats, names: Collec
     return heartbeats.wait(session, silent, timeout_s, alive)
 
 
+def ready_or_restarted(session: LaunchSession, ready: Callable[[], bool], timeout_s: float,
+                       late: Callable[[], list[str]], alive: Callable[[], bool] = lambda: True,
+                       detail: Callable[[], str] = lambda: "") -> bool:
+    """Waits for ``ready()``; if it does not come, restarts once the nodes ``late()`` names (a
+    participant that missed a peer's discovery does not catch up by waiting) and waits again."""
+    if _ready_within(ready, timeout_s, alive):
+        return True
+    names = late()
+    if not names:
+        return False
+    session.echo(f"[racestack launch] not ready after {timeout_s:.0f} s ({detail()}); restarting {', '.join(names)}")
+    session.restart(names)
+    return _ready_within(ready, timeout_s, alive)
+
+
+def _ready_within(ready: Callable[[], bool], timeout_s: float, alive: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if not alive() or time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def unmatched_links(reports: dict[str, dict[str, str]],
                     external: dict[str, int] | None = None) -> list[tuple[str, str]]:
     """(node, what) for each link between the reporting nodes (and ``external`` publishers: topic ->

@@ -57,13 +57,11 @@ def _restart_silent_nodes(session: LaunchSession) -> None:
     assert problem is None, problem
 
 
-def wait_or_restart(probe, session: LaunchSession, ready, names: list[str], timeout_s: float = DISCOVERY_S) -> bool:
-    """``ready()`` within the timeout, or else after the named nodes are restarted once: a
-    participant that missed a peer's discovery does not catch up by waiting (racestack.liveness)."""
-    if probe.wait_for(ready, timeout_s):
-        return True
-    session.restart(names)
-    return probe.wait_for(ready, timeout_s)
+def wait_or_restart(session: LaunchSession, ready, names: list[str], timeout_s: float = DISCOVERY_S) -> bool:
+    """``ready()`` within the timeout, or else after the named nodes are restarted once."""
+    from racestack.liveness import ready_or_restarted
+
+    return ready_or_restarted(session, ready, timeout_s, lambda: names)
 
 
 def diagnostics_values(messages: list, node_name: str) -> dict[str, str]:

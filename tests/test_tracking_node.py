@@ -106,7 +106,7 @@ def start(probe, session, lines, tracks: str = TRACKS) -> dict:
         return all(p.get_subscription_count() > 0 for p in publishers) and probe.node.count_publishers(tracks) > 0
 
     # a fresh clone's run of 2026-12-05 never saw the tracker's writer from this probe in 60 s
-    assert wait_or_restart(probe, session, discovered, [NODE]), "the tracker's endpoints were never discovered"
+    assert wait_or_restart(session, discovered, [NODE]), "the tracker's endpoints were never discovered"
     assert probe.wait_for(lambda: links_matched(outputs["diagnostics"], NODE, [DETECTIONS, FLYING, ODOMETRY], [tracks]),
                           30.0), diagnostics_values(outputs["diagnostics"].messages(), NODE)
     time.sleep(0.5)

@@ -150,12 +150,16 @@ class CasadiPeer:
         # IPOPT's own objective is not the cost of its trajectory: it relaxes bounds by 1e-8
         # (bound_relax_factor), the slacks end at -1e-8, and at penalties of 1000-2000 per step that
         # credited -9e-4 to a stage whose whole cost was 0.02
-        cost = self.evaluate(stage, weights, states, inputs) if ok else float("nan")
+        cost = self._objective(stage, states, inputs) if ok else float("nan")
         return PeerResult(ok, status, states, inputs, cost, solve_ms, iterations)
 
     def evaluate(self, stage: Stage, weights: CostWeights, states: np.ndarray, inputs: np.ndarray) -> float:
         """The objective at a trajectory, with every slack at the least value its constraints allow."""
         self._set(stage, weights)
+        return self._objective(stage, states, inputs)
+
+    def _objective(self, stage: Stage, states: np.ndarray, inputs: np.ndarray) -> float:
+        """``evaluate`` with the stage's parameters already set (as after a solve)."""
         p = states[1:, :2]
         proj = np.sum(stage.track_normal * p, axis=1)
         track = np.maximum(0.0, np.maximum(stage.track_low - proj, proj - stage.track_high))

@@ -24,7 +24,7 @@ from racestack.bags import Bag, require_topics
 from racestack.cdr import message_class
 from racestack.graph import Graph, build_processes, load_graph_file, parse_overrides, resolve_graph
 from racestack.launcher import LaunchSession
-from racestack.liveness import LINK_TIMEOUT_S, Heartbeats, ensure_live
+from racestack.liveness import LINK_TIMEOUT_S, Heartbeats, ensure_live, ready_or_restarted
 from racestack.networks import prepare_onnx_files
 from racestack.node import result_qos, stamp_to_ns
 from racestack.probe import Probe
@@ -149,30 +149,12 @@ def _answer_type(topic: str) -> type:
 
 def _wait_ready(session: LaunchSession, ready: Callable[[], bool], what: str | Callable[[], str], timeout_s: float,
                 late: Callable[[], list[str]] | None = None) -> None:
-    """Until ``ready()``; with ``late``, the nodes it names are restarted once before giving up: a
-    participant that missed a peer's discovery does not catch up on its own."""
-    if _ready_within(session, ready, timeout_s):
-        return
-    detail = what() if callable(what) else what
-    names = late() if late is not None else []
-    if names:
-        session.echo(f"[racestack evaluate] not ready after {timeout_s:.0f} s ({detail}); "
-                     f"restarting {', '.join(names)}")
-        session.restart(names)
-        if _ready_within(session, ready, timeout_s):
-            return
-        detail = what() if callable(what) else what
-    raise EvaluationError(f"the stack was not ready after {timeout_s:.0f} s ({detail})")
+    """Until ``ready()``; with ``late``, the nodes it names are restarted once before giving up."""
+    def detail() -> str:
+        return what() if callable(what) else what
 
-
-def _ready_within(session: LaunchSession, ready: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        _no_required_death(session)
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    if not ready_or_restarted(session, ready, timeout_s, late or list, partial(_no_required_death, session), detail):
+        raise EvaluationError(f"the stack was not ready after {timeout_s:.0f} s ({detail()})")
 
 
 def _unrecorded(recorder: Recorder, topics: Collection[str]) -> list[str]:
@@ -181,13 +163,16 @@ def _unrecorded(recorder: Recorder, topics: Collection[str]) -> list[str]:
 
 
 def _publishers_of(graph: Graph, topics: Collection[str]) -> list[str]:
-    """The nodes whose slot writes any of ``topics``."""
-    return [n.name for n in graph.nodes if set(graph.contracts[n.slot].outputs) & set(topics)]
+    return _nodes_on(graph, topics, "outputs")
 
 
 def _subscribers_of(graph: Graph, topics: Collection[str]) -> list[str]:
-    """The nodes whose slot reads any of ``topics``."""
-    return [n.name for n in graph.nodes if set(graph.contracts[n.slot].inputs) & set(topics)]
+    return _nodes_on(graph, topics, "inputs")
+
+
+def _nodes_on(graph: Graph, topics: Collection[str], side: str) -> list[str]:
+    """The nodes whose slot's ``side`` (inputs or outputs) holds any of ``topics``."""
+    return [n.name for n in graph.nodes if set(getattr(graph.contracts[n.slot], side)) & set(topics)]
 
 
 class Progress:
