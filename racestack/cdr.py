@@ -259,3 +259,17 @@ def with_header_stamp(data: bytes, msg_class: type, stamp_ns: int) -> bytes:
         raise CdrError("not a CDR message with a known encapsulation")
     stamp = struct.pack("<iI" if layout[0] else ">iI", *divmod(stamp_ns, 1_000_000_000))
     return b"".join((data[:4], stamp, memoryview(data)[12:]))
+
+
+def with_trailing_bytes(empty: bytes, payload: bytes | memoryview) -> bytes:
+    """Serialized ``empty`` (a message whose last field is a byte sequence, left empty: Image.data,
+    OccupancyGrid.data) with that field set to ``payload``.
+
+    One copy of the payload, where rclpy's publish of the message object makes three (its array, the
+    C message, the serialization): ~0.4 ms of each 1 MB reconstruction map on this machine.
+    """
+    layout = ENCAPSULATIONS.get(bytes(empty[:2]))
+    if layout is None or len(empty) < 8 or bytes(empty[-4:]) != bytes(4):
+        raise CdrError("not a CDR message ending in an empty sequence")
+    length = struct.pack("<I" if layout[0] else ">I", len(payload))
+    return b"".join((memoryview(empty)[:-4], length, payload))

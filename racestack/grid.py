@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from nav_msgs.msg import OccupancyGrid
+from rclpy.serialization import serialize_message
 
+from racestack.cdr import with_trailing_bytes
 from racestack.errors import InputError
 
 
@@ -76,6 +78,23 @@ PAPER_GRID = BevGrid.centered(1000, 0.2)
 
 def grid_to_occupancy(values: np.ndarray, grid: BevGrid, header=None) -> OccupancyGrid:
     """OccupancyGrid from an int8-compatible (height, width) array on ``grid``: one copy."""
+    msg = _occupancy_without_data(values, grid, header)
+    data = array.array("b")
+    data.frombytes(_cells(values))
+    msg.data = data
+    return msg
+
+
+def serialized_occupancy(values: np.ndarray, grid: BevGrid, header=None) -> bytes:
+    """The serialized ``grid_to_occupancy(values, grid, header)``, for a publisher: one copy of the cells."""
+    return with_trailing_bytes(serialize_message(_occupancy_without_data(values, grid, header)), _cells(values).data)
+
+
+def _cells(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.int8).reshape(-1).view(np.uint8)
+
+
+def _occupancy_without_data(values: np.ndarray, grid: BevGrid, header) -> OccupancyGrid:
     if values.shape != grid.shape:
         raise ValueError(f"values of shape {values.shape} do not fit grid {grid.shape}")
     msg = OccupancyGrid()
@@ -87,9 +106,6 @@ def grid_to_occupancy(values: np.ndarray, grid: BevGrid, header=None) -> Occupan
     msg.info.origin.position.x = float(grid.x_min)
     msg.info.origin.position.y = float(grid.y_min)
     msg.info.origin.orientation.w = 1.0
-    data = array.array("b")
-    data.frombytes(np.ascontiguousarray(values, dtype=np.int8).reshape(-1).view(np.uint8))
-    msg.data = data
     return msg
 
 

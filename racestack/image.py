@@ -7,8 +7,10 @@ import re
 import sys
 
 import numpy as np
+from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
 
+from racestack.cdr import with_trailing_bytes
 from racestack.errors import InputError
 
 _NAMED: dict[str, tuple[str, int]] = {
@@ -82,6 +84,21 @@ def image_to_array(msg: Image, expect: tuple[str, ...] = ()) -> np.ndarray:
 
 def array_to_image(values: np.ndarray, encoding: str, header=None) -> Image:
     """Image message from an (H, W) or (H, W, C) array matching ``encoding``: one copy."""
+    msg, values = _image_without_data(values, encoding, header)
+    data = array.array("B")
+    data.frombytes(values.reshape(-1).view(np.uint8))
+    msg.data = data
+    return msg
+
+
+def serialized_image(values: np.ndarray, encoding: str, header=None) -> bytes:
+    """The serialized ``array_to_image(values, encoding, header)``, for a publisher: one copy of the pixels."""
+    msg, values = _image_without_data(values, encoding, header)
+    return with_trailing_bytes(serialize_message(msg), values.reshape(-1).view(np.uint8).data)
+
+
+def _image_without_data(values: np.ndarray, encoding: str, header) -> tuple[Image, np.ndarray]:
+    """The image's fields but its data, and the pixels as a contiguous native-order array."""
     dtype, channels = encoding_layout(encoding)
     if values.ndim == 2:
         values = values[:, :, None]
@@ -95,7 +112,4 @@ def array_to_image(values: np.ndarray, encoding: str, header=None) -> Image:
     msg.encoding = encoding
     msg.is_bigendian = int(_HOST_BIGENDIAN)
     msg.step = int(values.shape[1] * channels * dtype.itemsize)
-    data = array.array("B")
-    data.frombytes(values.reshape(-1).view(np.uint8))
-    msg.data = data
-    return msg
+    return msg, values

@@ -36,6 +36,7 @@ class NetworkSpec:
     tolerance: float = 1e-4
     export_onnx: Callable[[Path, Path], None] | None = None
     dim_ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    export_tag: str = ""  # part of the cached ONNX file's name: a change of the graph that the weights do not show
 
 
 def cache_dir() -> Path:
@@ -71,7 +72,8 @@ def default_threads() -> int:
 
 
 def onnx_path_for(spec: NetworkSpec, checkpoint: Path) -> Path:
-    return cache_dir() / "onnx" / f"{spec.name}-{file_digest(checkpoint)}.onnx"
+    tag = f"-{spec.export_tag}" if spec.export_tag else ""
+    return cache_dir() / "onnx" / f"{spec.name}{tag}-{file_digest(checkpoint)}.onnx"
 
 
 def export_onnx(spec: NetworkSpec, checkpoint: Path, out: Path | None = None, verify: bool = True) -> Path:

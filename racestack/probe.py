@@ -16,7 +16,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
-from racestack.contexts import close_private_node, open_private_context
+from racestack.contexts import close_private_node, destroy_node_watched, open_private_context
 from racestack.node import result_qos
 
 
@@ -64,6 +64,7 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._publishers: dict[str, Any] = {}
+        self._polled_node: Node | None = None
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
@@ -111,6 +112,31 @@ class Probe:
         self.node.create_subscription(msg_type, topic, on_msg, qos or result_qos(10), raw=raw)
         return collector
 
+    def poller(
+        self, msg_type: type, topic: str, qos: QoSProfile | None = None
+    ) -> Callable[[], list[tuple[bytes, int]]]:
+        """A reader that no executor serves: the returned call takes what has arrived, as (serialized
+        bytes, DDS reception time in ns since the epoch).
+
+        For a benchmark's replaying process on a small machine: taking in its own loop spares the
+        executor's wake-up per message (a third of that process's CPU), and the reception time is
+        the transport's, not the moment a Python thread got to the message.
+        """
+        if self._polled_node is None:
+            self._polled_node = Node(f"{self.node.get_name()}_polled", context=self.context)
+        subscription = self._polled_node.create_subscription(
+            msg_type, topic, lambda _: None, qos or result_qos(10), raw=True
+        )
+
+        def take() -> list[tuple[bytes, int]]:
+            taken = []
+            with subscription.handle:
+                while (item := subscription.handle.take_message(msg_type, True)) is not None:
+                    taken.append((item[0], item[1]["received_timestamp"]))
+            return taken
+
+        return take
+
     def wait_for(self, predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -136,6 +162,8 @@ class Probe:
                 flush=True,
             )
             return
+        if self._polled_node is not None:
+            destroy_node_watched(self._polled_node)
         close_private_node(self.node, self.context, self.executor)
 
     def __enter__(self) -> Probe:

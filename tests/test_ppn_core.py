@@ -15,7 +15,7 @@ from perception_nodes.ppn.config import LITE, NetConfig, PpnConfig
 from perception_nodes.ppn.losses import mssce, reconstruction_loss, segmentation_loss, sobel_edges
 from perception_nodes.ppn.models import load_network, network_spec, save_checkpoint
 from perception_nodes.ppn.networks import PyramidNet, build
-from perception_nodes.ppn.pipeline import labels_from_logits
+from perception_nodes.ppn.pipeline import PpnPipeline, labels_from_logits
 from perception_nodes.ppn.poses import PoseBuffer
 from racestack.errors import ModelFileError
 from racestack.inference import export_onnx, parity
@@ -216,6 +216,24 @@ def test_onnx_runtime_matches_pytorch(tmp_path, kind):
     spec = network_spec(kind)
     onnx_file = export_onnx(spec, checkpoint, tmp_path / f"{kind}.onnx", verify=False)
     assert parity(spec, checkpoint, onnx_file) < 1e-4
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_reconstruction_is_published_channels_last(tmp_path, backend):
+    """Occupancy probability, height in metres, then each horizon's probability, per cell (32FC4)."""
+    torch.manual_seed(2)
+    net = build("reconstruction", TINY).eval()
+    checkpoint = tmp_path / "rec.pt"
+    save_checkpoint(checkpoint, "reconstruction", net, TINY)
+    bev = (torch.rand(1, TINY.bev.channels, 64, 64) > 0.7).float()
+    with torch.inference_mode():
+        raw = net(bev)[0]
+    pipeline = PpnPipeline({"reconstruction": checkpoint}, backend, log=lambda text: None)
+    scene = pipeline.reconstruction(bev)
+    assert scene.shape == (64, 64, 2 + len(TINY.horizons)) and scene.flags.c_contiguous
+    np.testing.assert_allclose(scene[..., 0], torch.sigmoid(raw[0]).numpy(), atol=1e-4)
+    np.testing.assert_allclose(scene[..., 1], raw[1].numpy(), atol=1e-4)
+    np.testing.assert_allclose(scene[..., 2:], torch.sigmoid(raw[2:]).permute(1, 2, 0).numpy(), atol=1e-4)
 
 
 def test_checkpoint_errors_name_the_file(tmp_path):

@@ -76,7 +76,7 @@ def _recall(detected: np.ndarray, cars: np.ndarray) -> tuple[int, int, int]:
 
 
 def score_frame(scores: Scores, frame: Frame, labels: np.ndarray, scene: np.ndarray, config: PpnConfig) -> None:
-    """Add one frame: ``labels`` (H, W) predicted ids, ``scene`` (4, H, W) reconstruction output."""
+    """Add one frame: ``labels`` (H, W) predicted ids, ``scene`` (H, W, 4) reconstruction output."""
     classes = len(config.classes)
     scores.confusion += np.bincount(
         frame.labels.astype(np.int64).ravel() * classes + labels.astype(np.int64).ravel(), minlength=classes**2
@@ -86,19 +86,19 @@ def score_frame(scores: Scores, frame: Frame, labels: np.ndarray, scene: np.ndar
     unseen = frame.bev[names.index("density")] == 0 if "density" in names else np.ones_like(frame.labels, bool)
     observed = frame.bev[:sweeps].max(axis=0) > 0
     truth = frame.occupancy[0]
-    predicted = scene[0] > 0.5
+    predicted = scene[..., 0] > 0.5
     scores.add_iou("occupancy", predicted, truth)
     scores.add_iou("occupancy_unseen", predicted, truth, unseen)
     scores.add_iou("last_observed_unseen", observed, truth, unseen)
     scores.add_iou("last_observed", observed, truth)
     off_barrier = frame.labels != BARRIER  # where the scene can change: cars, now or later
     for h in range(len(config.horizons)):
-        future = scene[2 + h] > 0.5
+        future = scene[..., 2 + h] > 0.5
         scores.add_iou(f"future_{h}", future, frame.occupancy[1 + h])
         scores.add_iou(f"future_{h}_frozen", predicted, frame.occupancy[1 + h])
         scores.add_iou(f"future_{h}_moving", future, frame.occupancy[1 + h], off_barrier)
         scores.add_iou(f"future_{h}_moving_frozen", predicted, frame.occupancy[1 + h], off_barrier)
-    scores.height_error += (np.abs(scene[1] - frame.height)[truth].sum(), np.count_nonzero(truth))
+    scores.height_error += (np.abs(scene[..., 1] - frame.height)[truth].sum(), np.count_nonzero(truth))
     near = np.hypot(frame.cars["x"], frame.cars["y"]) <= RECALL_RANGE
     visible = near & (frame.car_points >= MIN_VISIBLE_POINTS)
     detected = extract_objects(labels, config.bev.grid)
@@ -194,7 +194,7 @@ def evaluate(
         for frame in heldout_frames(name, config, frames, stride, warmup, cache):
             bev = torch.from_numpy(frame.bev).unsqueeze(0)
             labels = labels_from_logits(pipeline.infer("segmentation", bev))
-            scene = pipeline.infer("reconstruction", bev)[0]
+            scene = pipeline.reconstruction(bev)
             score_frame(scores, frame, labels, scene, config)
             total += 1
         log(f"evaluated {name}")

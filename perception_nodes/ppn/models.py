@@ -20,6 +20,9 @@ from racestack.paths import models_dir
 
 KINDS = ("segmentation", "reconstruction")
 OUTPUT_NAMES = {"segmentation": "logits", "reconstruction": "scene"}
+# Exported graphs of the same weights that differ: ONNX files cached before the reconstruction
+# output went channels last must not be taken for the new layout.
+EXPORT_TAGS = {"segmentation": "", "reconstruction": "hwc"}
 
 
 def default_checkpoint(kind: str, config_name: str = "lite") -> Path:
@@ -87,4 +90,5 @@ def network_spec(kind: str) -> NetworkSpec:
         load_torch=lambda path: deployed(path, kind),
         example_inputs=example_inputs,
         tolerance=2e-3,
+        export_tag=EXPORT_TAGS[kind],
     )

@@ -70,7 +70,7 @@ class PpnPipeline:
 
     def reconstruction(self, bev: torch.Tensor) -> np.ndarray:
         """(H, W, 4) float32: occupancy now, height, occupancy at each horizon."""
-        return np.ascontiguousarray(self.infer("reconstruction", bev)[0].transpose(1, 2, 0))
+        return self.infer("reconstruction", bev)[0]
 
     def warm_up(self) -> None:
         bev = torch.zeros((1, self.config.bev.channels, self.config.bev.cells, self.config.bev.cells))
