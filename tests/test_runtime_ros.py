@@ -18,6 +18,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
 from nav_msgs.msg import OccupancyGrid
+from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import PointCloud2
 from support import DISCOVERY_S, REPO, diagnostics_values, launched, run_command
 
@@ -130,6 +131,34 @@ def test_messages_flow_through_two_node_processes(stack) -> None:
     relay = diagnostics_values(diagnostics.messages(), "cloud_relay")
     assert float(relay["processing_ms_p50"]) > 0
     assert session.running() == ["cloud_relay", "topic_stats"]  # launch order, restarts included
+
+
+def test_a_poller_takes_what_arrived_with_its_reception_time(stack) -> None:
+    """The benchmarks' reader without an executor: every relayed cloud, its bytes, and a reception
+    time between its sending and its taking."""
+    from racestack.cdr import header_stamp_ns
+    from racestack.node import sensor_qos
+
+    _, probe, _, _, _, _ = stack
+    take = probe.poller(PointCloud2, "/sensing/lidar/points_clean", sensor_qos(10))
+    assert probe.wait_for(lambda: probe.node.count_subscribers("/sensing/lidar/points_clean") >= 2, DISCOVERY_S)
+    taken: list[tuple[bytes, int]] = []
+    sent = {}
+    for _ in range(3):  # a reader still matching its writer loses a best-effort message: send until one arrives
+        for _ in range(3):
+            msg = _cloud(probe, np.full((50, 4), 2.0, np.float32))
+            sent[header_stamp_ns(serialize_message(msg), PointCloud2)] = time.time_ns()
+            _send(probe, msg, pause=0.2)
+        taken += take()
+        if taken:
+            break
+    after = time.time_ns()
+    assert taken, "no relayed cloud reached the poller"
+    for data, received_ns in taken:
+        stamp = header_stamp_ns(data, PointCloud2)
+        assert stamp in sent and sent[stamp] <= received_ns <= after
+        assert deserialize_message(data, PointCloud2).width == 50
+    assert take() == []
 
 
 def test_bad_clouds_are_rejected_counted_and_logged_once(stack) -> None:
