@@ -57,17 +57,22 @@ def _comparable(metrics: dict) -> dict:
 
 def test_lockstep_evaluation_is_repeatable(demo: Path, tmp_path: Path) -> None:
     options = StackOptions(disable=PERCEPTION_ONLY)
-    cards = []
+    cards, runs = [], []
     for attempt in range(2):
         result = run_on_bag(demo / "run", options, tmp_path / f"run{attempt}", mode="lockstep", progress=False)
         assert not result.failures and result.timeouts == 0
         cards.append(score([demo / "run", result.output_bag], result))
+        runs.append(f"run {attempt}: {len(result.published)} frames, {result.resent} resent")
     first, second = (_comparable(card.metrics) for card in cards)
     assert first["frames"] >= 20 and first["dropped_frames"] == 0
     assert "segmentation.miou" in first and "tracking.amota" in first
     assert first.keys() == second.keys()
-    for key, value in first.items():
-        assert value == second[key] or (math.isnan(value) and math.isnan(second[key])), key
+    differ = {
+        key: (value, second[key])
+        for key, value in first.items()
+        if value != second[key] and not (math.isnan(value) and math.isnan(second[key]))
+    }
+    assert not differ, f"metrics differ between two lockstep runs ({'; '.join(runs)}): {differ}"
 
 
 def test_bag_without_ground_truth_is_scored_for_latency_only(demo: Path, tmp_path: Path) -> None:
