@@ -13,7 +13,7 @@ from sensor_msgs.msg import Image, JointState
 from planning_nodes.plan import EgoState, Plan
 from planning_nodes.riskmap.geometry import RISK_GRID, RISK_TIMES
 from racestack.errors import InputError
-from racestack.image import array_to_image, image_to_array
+from racestack.image import image_to_array, serialized_image
 from racestack.node import ns_to_stamp, stamp_to_ns
 from simulation.track import Track
 
@@ -103,9 +103,9 @@ def track_from_paths(centerline: Path, left: Path, right: Path, racing: Path, na
     return Track(name, center_xy, widths[0], widths[1], path_to_xy(racing))
 
 
-def risk_to_image(values: np.ndarray, header) -> Image:
-    """(T, H, W) risk map -> Image 32FC<T> (channel t = horizon step t)."""
-    return array_to_image(np.ascontiguousarray(np.transpose(values, (1, 2, 0))), RISK_ENCODING, header)
+def serialized_risk(values: np.ndarray, header) -> bytes:
+    """(T, H, W) risk map -> serialized Image 32FC<T> (channel t = horizon step t), for a publisher."""
+    return serialized_image(np.transpose(values, (1, 2, 0)), RISK_ENCODING, header)
 
 
 def image_to_risk(msg: Image) -> np.ndarray:

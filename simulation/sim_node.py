@@ -22,8 +22,8 @@ from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2
 from std_msgs.msg import Header
 
 from racestack.errors import ParameterError
-from racestack.grid import BevGrid, grid_to_occupancy
-from racestack.image import array_to_image
+from racestack.grid import BevGrid, serialized_occupancy
+from racestack.image import serialized_image
 from racestack.node import RacestackNode, latched_qos, node_main, ns_to_stamp, result_qos, stamp_to_ns
 from racestack.objects import boxes2d_to_cloud, objects_to_cloud
 from racestack.params import Param
@@ -314,7 +314,7 @@ class SimulatorNode(RacestackNode):
             messages.append((self.lidar_pub, array_to_cloud(sweep.points, Header(stamp=stamp, frame_id="lidar"))))
         if self.p.publish_bev_labels and (lidar or sim.sensors.lidar is None):
             labels = sim.bev_labels(self.grid)
-            grid_msg = grid_to_occupancy(labels, self.grid, Header(stamp=stamp, frame_id="base_link"))
+            grid_msg = serialized_occupancy(labels, self.grid, Header(stamp=stamp, frame_id="base_link"))
             messages.append((self.bev_pub, grid_msg))
         if self.p.publish_ground_truth:
             in_map = Header(stamp=stamp, frame_id="map")
@@ -323,7 +323,7 @@ class SimulatorNode(RacestackNode):
         if self.p.publish_camera and sim.camera_due():
             frame = sim.camera_frame()
             header = Header(stamp=stamp, frame_id="camera_optical")
-            messages.append((self.image_pub, array_to_image(frame.image, "rgb8", header)))
+            messages.append((self.image_pub, serialized_image(frame.image, "rgb8", header)))
             messages.append((self.info_pub, sim.sensors.camera.info(header)))
             if self.p.publish_ground_truth:
                 messages.append((self.boxes_pub, boxes2d_to_cloud(frame.boxes, header)))

@@ -333,3 +333,16 @@ def test_converged_scp_and_ipopt_reach_the_same_optimum(track):
     scp_cost = peer.evaluate(stage, weights, converged.states, converged.inputs)
     assert abs(scp_cost - ipopt.cost) <= 0.01 * abs(ipopt.cost)
     assert np.abs(converged.states[:, :2] - ipopt.states[:, :2]).max() < 0.1
+
+
+def test_a_risk_map_survives_its_message() -> None:
+    """(T, H, W) in, the node's serialized 32FC<T> image, (T, H, W) out: what the planner reads."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from planning_nodes.messages import image_to_risk, serialized_risk
+
+    values = np.random.default_rng(4).random((len(RISK_TIMES), RISK_GRID.height, RISK_GRID.width), np.float32)
+    msg = deserialize_message(serialized_risk(values, Header(frame_id="base_link")), Image)
+    np.testing.assert_array_equal(image_to_risk(msg), values)

@@ -19,7 +19,7 @@ from perception_nodes.flying_objects.lifting import SIZE_PRIORS, CameraModel, Li
 from perception_nodes.flying_objects.postprocess import Thresholds
 from perception_nodes.flying_objects.preprocess import check_input_size
 from racestack.errors import InputError, ModelFileError
-from racestack.image import array_to_image, image_to_array
+from racestack.image import image_to_array, serialized_image
 from racestack.inference import BACKENDS
 from racestack.node import RacestackNode, node_main, result_qos, sensor_qos, stamp_to_ns
 from racestack.objects import CLASS_ID, FLYING_CLASSES, OBJECT_CLASSES, boxes2d_to_cloud, objects_to_cloud
@@ -170,7 +170,7 @@ class FlyingObjectDetectorNode(RacestackNode):
             self.publish_objects(msg, boxes)
             if self.p.debug_image and self.debug_pub.get_subscription_count():
                 annotated = draw_boxes(pixels, boxes, bgr=msg.encoding == "bgr8")
-                self.debug_pub.publish(array_to_image(annotated, msg.encoding, header=msg.header))
+                self.debug_pub.publish(serialized_image(annotated, msg.encoding, header=msg.header))
 
     def publish_objects(self, msg: Image, boxes: np.ndarray) -> None:
         camera = self.camera

@@ -12,7 +12,7 @@ from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from planning_nodes.messages import risk_to_image
+from planning_nodes.messages import serialized_risk
 from planning_nodes.node_common import INPUT_PARAMS, PlannerInputs
 from planning_nodes.riskmap.model import RISKMAP_SPEC
 from planning_nodes.riskmap.predictor import RiskPredictor
@@ -89,7 +89,7 @@ class RiskMapNode(RacestackNode, PlannerInputs):
                 labels,
                 grid,
             )
-            self.pub.publish(risk_to_image(values, Header(stamp=stamp, frame_id="base_link")))
+            self.pub.publish(serialized_risk(values, Header(stamp=stamp, frame_id="base_link")))
 
 
 main = node_main(RiskMapNode)
