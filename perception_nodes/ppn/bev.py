@@ -8,9 +8,11 @@ through the relative pose, so static structure stays put and only moving things 
 Each point is transformed into the grid once and accumulated into per-cell sums (count, highest
 point, intensity, obstacle flags): on the CPU in one compiled pass over the points (numba), on a
 CUDA device with torch scatter operations, so the BEV is built on the node's own device. The
-channels are then computed on the occupied cells only. The single pass matters on the CPU: the
-vectorized numpy formulation needs four random scatters into the grid plus a dozen passes over the
-points, and cache misses in the scatters dominate (200k points: ~4.5 ms against ~1.5 ms).
+channels of the occupied cells and the re-binned past sweeps are then written the same way
+(compiled loops on the CPU: 0.96 ms for a 100k-point frame, against 1.15 ms with numpy's index
+arrays). The single pass matters on the CPU: the vectorized numpy formulation needs four random
+scatters into the grid plus a dozen passes over the points, and cache misses in the scatters
+dominate (200k points: ~4.5 ms against ~1.5 ms).
 """
 
 from __future__ import annotations
@@ -77,6 +79,50 @@ def _accumulate(cloud, affine, width, height, z_min, z_max, obstacle_z, factor, 
             fine[int(gy * factor) * fine_width + int(gx * factor)] = True
 
 
+@numba.njit(
+    "void(int32[::1], float32[::1], float32[::1], boolean[::1], float32[:, ::1], int64, int64, int64,"
+    " float32, float32, float32)",
+    cache=True,
+    nogil=True,
+)
+def _write_current(counts, top, intensity, obstacle, out, density_slot, height_slot, intensity_slot,
+                   density_norm, height_scale, intensity_scale):
+    """The current sweep's channels in one pass over the cells: obstacle occupancy, and density,
+    height and mean intensity of the occupied cells (slot -1: channel not configured).
+
+    The float32 operations of ``BevEncoder._current_torch``, in its order.
+    """
+    zero, one = np.float32(0.0), np.float32(1.0)
+    for cell in range(counts.shape[0]):
+        if obstacle[cell]:
+            out[0, cell] = one
+        if counts[cell] == 0:
+            continue
+        points = np.float32(counts[cell])
+        if density_slot >= 0:
+            out[density_slot, cell] = np.log1p(points) / density_norm
+        if height_slot >= 0:
+            out[height_slot, cell] = top[cell] / height_scale
+        if intensity_slot >= 0:
+            out[intensity_slot, cell] = min(max(intensity[cell] / points / intensity_scale, zero), one)
+
+
+@numba.njit(
+    "void(float32[::1], float32[::1], float32, float32, float32, float32, float32, int64, int64, float32[::1])",
+    cache=True,
+    nogil=True,
+)
+def _stamp_moved(x, y, c, s, offset_x, offset_y, resolution, width, height, row):
+    """Sets ``row`` at the grid cells of a past sweep's sub-cell centres (x, y) after the ego motion
+    (rotation c, s; translation minus the grid corner in ``offset``): ``BevEncoder._stamp_torch``'s float32
+    operations, in its order."""
+    for i in range(x.shape[0]):
+        gx = (x[i] * c - y[i] * s + offset_x) / resolution
+        gy = (x[i] * s + y[i] * c + offset_y) / resolution
+        if gx >= 0 and gx < width and gy >= 0 and gy < height:
+            row[int(gy) * width + int(gx)] = 1.0
+
+
 @dataclass
 class _Accumulated:
     """Per-cell sums of one sweep (flat cell indices) that the channels are computed from."""
@@ -93,7 +139,6 @@ class _Ops:
 
     def __init__(self, device: torch.device, use_torch: bool) -> None:
         self.torch = use_torch
-        self.xp: Any = torch if self.torch else np
         self.device = device
 
     def asarray(self, values: Any) -> Any:
@@ -105,9 +150,6 @@ class _Ops:
         if self.torch:
             return torch.zeros(shape, dtype=getattr(torch, dtype), device=self.device)
         return np.zeros(shape, dtype=dtype)
-
-    def index(self, values: Any) -> Any:
-        return values.long() if self.torch else values.astype(np.intp)
 
     def flatnonzero(self, mask: Any) -> Any:
         return torch.nonzero(mask).squeeze(1) if self.torch else np.flatnonzero(mask)
@@ -180,14 +222,14 @@ class BevEncoder:
             raise ValueError(f"points must be (N, 3+), got {tuple(cloud.shape)}")
         sums = self._accumulate_torch(cloud) if ops.torch else self._accumulate_numba(cloud)
         out = ops.zeros((cfg.channels, height * width))
-        out[0] = ops.floats(sums.obstacle)
-        self._features(out, sums)
+        (self._current_torch if ops.torch else self._current_numba)(out, sums)
         if pose is None:
             self._history.clear()
         else:
             pose = (float(pose[0]), float(pose[1]), float(pose[2]))
+            stamp = self._stamp_torch if ops.torch else self._stamp_numba
             for age, sweep in enumerate(reversed(self._history), start=1):
-                out[age, self._compensated_cells(sweep, pose)] = 1.0
+                stamp(out[age], sweep, pose)
             if self._history.maxlen:
                 self._history.append(self._history_cells(sums.fine, pose))
         return ops.to_tensor(out.reshape(cfg.channels, height, width))
@@ -237,18 +279,28 @@ class BevEncoder:
             fine=fine,
         )
 
-    def _features(self, out: Any, sums: _Accumulated) -> None:
-        """Height, intensity and density of the current sweep, on the occupied cells only."""
-        cfg, ops, xp = self.config, self.ops, self.ops.xp
+    def _current_numba(self, out: np.ndarray, sums: _Accumulated) -> None:
+        cfg, slot = self.config, self._feature_slot
+        with_intensity = "intensity" in cfg.features and sums.intensity is not None
+        _write_current(
+            sums.counts, sums.top, sums.intensity if with_intensity else sums.top, sums.obstacle, out,
+            slot.get("density", -1), slot.get("height", -1), slot["intensity"] if with_intensity else -1,
+            np.float32(_DENSITY_NORM), np.float32(cfg.height_scale), np.float32(cfg.intensity_scale),
+        )  # fmt: skip
+
+    def _current_torch(self, out: torch.Tensor, sums: _Accumulated) -> None:
+        """Obstacle occupancy, then height, intensity and density on the occupied cells only."""
+        cfg, ops = self.config, self.ops
+        out[0] = ops.floats(sums.obstacle)
         occupied = ops.flatnonzero(sums.counts)
         points = ops.floats(sums.counts[occupied])
         if "density" in cfg.features:
-            out[self._feature_slot["density"], occupied] = xp.log1p(points) / _DENSITY_NORM
+            out[self._feature_slot["density"], occupied] = torch.log1p(points) / _DENSITY_NORM
         if "height" in cfg.features:
             out[self._feature_slot["height"], occupied] = sums.top[occupied] / cfg.height_scale
         if "intensity" in cfg.features and sums.intensity is not None:
             mean = sums.intensity[occupied] / points / cfg.intensity_scale
-            out[self._feature_slot["intensity"], occupied] = xp.clip(mean, 0.0, 1.0)
+            out[self._feature_slot["intensity"], occupied] = torch.clip(mean, 0.0, 1.0)
 
     def _history_cells(self, fine: Any, pose: tuple[float, float, float]) -> _Sweep:
         """Obstacle sub-cells of this sweep as metric centres: what later frames re-bin."""
@@ -261,15 +313,24 @@ class BevEncoder:
         y = (cells // fine_width) * step + (self.grid.y_min + step / 2)
         return _Sweep(x=ops.floats(x), y=ops.floats(y), pose=pose)
 
-    def _compensated_cells(self, sweep: _Sweep, pose: tuple[float, float, float]) -> Any:
-        """Flat current-grid indices of a past sweep's obstacle cells after the ego motion since then."""
+    def _stamp_numba(self, row: np.ndarray, sweep: _Sweep, pose: tuple[float, float, float]) -> None:
+        grid = self.grid
+        dx, dy, dyaw = relative_pose(pose, sweep.pose)
+        _stamp_moved(
+            sweep.x, sweep.y, np.float32(math.cos(dyaw)), np.float32(math.sin(dyaw)),
+            np.float32(dx - grid.x_min), np.float32(dy - grid.y_min), np.float32(grid.resolution),
+            grid.width, grid.height, row,
+        )  # fmt: skip
+
+    def _stamp_torch(self, row: torch.Tensor, sweep: _Sweep, pose: tuple[float, float, float]) -> None:
+        """Marks the current-grid cells of a past sweep's obstacle cells after the ego motion since then."""
         grid, ops = self.grid, self.ops
         dx, dy, dyaw = relative_pose(pose, sweep.pose)
         c, s = math.cos(dyaw), math.sin(dyaw)
         gx = (sweep.x * c - sweep.y * s + (dx - grid.x_min)) / grid.resolution
         gy = (sweep.x * s + sweep.y * c + (dy - grid.y_min)) / grid.resolution
         inside = ops.flatnonzero((gx >= 0) & (gx < grid.width) & (gy >= 0) & (gy < grid.height))
-        return ops.index(gy[inside]) * grid.width + ops.index(gx[inside])
+        row[gy[inside].long() * grid.width + gx[inside].long()] = 1.0
 
 
 def _ordered(features: Sequence[str]) -> list[str]:
