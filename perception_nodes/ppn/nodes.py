@@ -23,6 +23,8 @@ from racestack.node import RacestackNode, node_main, result_qos, sensor_qos, sta
 from racestack.params import Param
 from racestack.utility_nodes import decode_cloud
 
+ODOMETRY_DEPTH = 10  # 200 ms of 50 Hz odometry: a sweep's work many times over
+
 OUTPUT_TOPICS = {
     "segmentation": "/perception/bev/segmentation",
     "reconstruction": "/perception/bev/reconstruction",
@@ -93,11 +95,15 @@ class PpnNode(RacestackNode):
             if "reconstruction" in kinds
             else None,
         }
-        # Odometry first and depth 1: the executor serves subscriptions in creation order and takes one
-        # message each per wake-up, so behind a 25 ms network a deeper queue fell further behind
-        # every sweep (52 Hz odometry, a 1 s old pose, every sweep encoded without its history).
-        if p.odometry_topic:
-            self.create_subscription(Odometry, p.odometry_topic, self.on_odometry, sensor_qos(depth=1))
+        # The executor takes one message per subscription per wake-up: behind a 25 ms network, odometry
+        # read that way fell a second behind (every sweep encoded without its history). Each sweep
+        # takes all the odometry that has arrived first (take_pending), so the queue only needs to
+        # hold what comes in during one sweep.
+        self.odometry = (
+            self.create_subscription(Odometry, p.odometry_topic, self.on_odometry, sensor_qos(depth=ODOMETRY_DEPTH))
+            if p.odometry_topic
+            else None
+        )
         self.create_subscription(PointCloud2, p.cloud_topic, self.on_cloud, sensor_qos())
         self.add_diagnostics(self._diagnostics)
         self.get_logger().info(
@@ -129,8 +135,9 @@ class PpnNode(RacestackNode):
         )
 
     def sweep_pose(self, stamp) -> tuple[float, float, float] | None:
-        if not self.p.odometry_topic:
+        if self.odometry is None:
             return (0.0, 0.0, 0.0)
+        self.take_pending(self.odometry)
         pose = self.poses.pose_at(stamp_to_ns(stamp) / 1e9)
         if pose is None:
             self.count("odometry_missing")
