@@ -90,6 +90,21 @@ def ns_to_stamp(ns: int) -> Time:
     return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
 
 
+def take_all(subscription) -> list[tuple[Any, dict]]:
+    """Every message that has arrived on ``subscription``, with its DDS message info, taken now.
+
+    rclpy's executor takes one message per subscription per wake-up, so a node busy with one input
+    for longer than another input's period falls behind on it: a callback of the slow input takes
+    the other input's messages itself first, without a wake-up per message. Benchmarks read their
+    outputs this way too (``Probe.poller``).
+    """
+    taken = []
+    with subscription.handle:
+        while (item := subscription.handle.take_message(subscription.msg_type, subscription.raw)) is not None:
+            taken.append(item)
+    return taken
+
+
 class RacestackNode(Node):
     """rclpy node with declared+validated parameters, diagnostics and rate-limited rejections."""
 
@@ -185,21 +200,6 @@ class RacestackNode(Node):
             kwargs["event_callbacks"] = SubscriptionEventCallbacks(
                 incompatible_qos=lambda event, name=topic: self._incompatible_qos(name, event))
         return super().create_subscription(msg_type, topic, callback, qos_profile, **kwargs)
-
-    @staticmethod
-    def take_pending(subscription) -> int:
-        """Runs ``subscription``'s callback on every message that has arrived; how many there were.
-
-        rclpy's executor takes one message per subscription per wake-up, so a node busy with one
-        input for longer than another input's period falls behind on it; a callback of the slow input
-        calls this first to catch up, without a wake-up per message.
-        """
-        taken = 0
-        with subscription.handle:
-            while (item := subscription.handle.take_message(subscription.msg_type, subscription.raw)) is not None:
-                subscription.callback(item[0])
-                taken += 1
-        return taken
 
     def _incompatible_qos(self, topic: str, event) -> None:
         self.count("incompatible_qos_publishers")

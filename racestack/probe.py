@@ -17,7 +17,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
 from racestack.contexts import close_private_node, destroy_node_watched, open_private_context
-from racestack.node import result_qos
+from racestack.node import result_qos, take_all
 
 
 @dataclass
@@ -129,11 +129,7 @@ class Probe:
         )
 
         def take() -> list[tuple[bytes, int]]:
-            taken = []
-            with subscription.handle:
-                while (item := subscription.handle.take_message(msg_type, True)) is not None:
-                    taken.append((item[0], item[1]["received_timestamp"]))
-            return taken
+            return [(data, info["received_timestamp"]) for data, info in take_all(subscription)]
 
         return take
 

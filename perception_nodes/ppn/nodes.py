@@ -19,7 +19,7 @@ from perception_nodes.ppn.poses import PoseBuffer, yaw_from_quaternion
 from racestack.errors import ParameterError
 from racestack.grid import serialized_occupancy
 from racestack.image import serialized_image
-from racestack.node import RacestackNode, node_main, result_qos, sensor_qos, stamp_to_ns
+from racestack.node import RacestackNode, node_main, result_qos, sensor_qos, stamp_to_ns, take_all
 from racestack.params import Param
 from racestack.utility_nodes import decode_cloud
 
@@ -97,7 +97,7 @@ class PpnNode(RacestackNode):
         }
         # The executor takes one message per subscription per wake-up: behind a 25 ms network, odometry
         # read that way fell a second behind (every sweep encoded without its history). Each sweep
-        # takes all the odometry that has arrived first (take_pending), so the queue only needs to
+        # takes all the odometry that has arrived first (take_all), so the queue only needs to
         # hold what comes in during one sweep.
         self.odometry = (
             self.create_subscription(Odometry, p.odometry_topic, self.on_odometry, sensor_qos(depth=ODOMETRY_DEPTH))
@@ -137,7 +137,8 @@ class PpnNode(RacestackNode):
     def sweep_pose(self, stamp) -> tuple[float, float, float] | None:
         if self.odometry is None:
             return (0.0, 0.0, 0.0)
-        self.take_pending(self.odometry)
+        for msg, _ in take_all(self.odometry):
+            self.on_odometry(msg)
         pose = self.poses.pose_at(stamp_to_ns(stamp) / 1e9)
         if pose is None:
             self.count("odometry_missing")
