@@ -16,6 +16,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from racestack.graph import use_stack_transports
+
 FRAMES = 60
 WARMUP = 5
 LATENCY_TARGET_MS = 60.0
@@ -129,7 +131,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second sent")
     args = parser.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    use_stack_transports()
     os.environ.setdefault("RACESTACK_CACHE", tempfile.mkdtemp(prefix="racestack-bench-cache-"))
     frames = sim_frames(10)
     cost = pre_post_cost(frames)

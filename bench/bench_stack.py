@@ -9,14 +9,13 @@ published) p99 <= 100 ms and < 1 % dropped frames.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 from racestack.bag_record import Recorder
 from racestack.evaluation.runner import StackOptions, run_on_bag
 from racestack.evaluation.scoring import score
-from racestack.graph import graph_to_processes, load_graph_file, resolve_graph
+from racestack.graph import graph_to_processes, load_graph_file, resolve_graph, use_stack_transports
 from racestack.inference import cache_dir
 from racestack.launcher import LaunchSession
 from racestack.probe import Probe
@@ -61,7 +60,7 @@ def main() -> None:
     parser.add_argument("--swap", action="append", default=[])
     parser.add_argument("--disable", action="append", default=[])
     args = parser.parse_args()
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    use_stack_transports()
     bag = cache_dir() / "bench" / f"drive-{args.scenario}-{args.seconds:g}s"
     if not bag.exists():
         print(f"recording a {args.seconds:g} s expert drive of {args.scenario} into {bag} ...", flush=True)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import signal
 import sys
 from functools import partial
 
 from racestack.contexts import share_one_context
+from racestack.graph import use_stack_transports
 from racestack.process import exit_code, exit_if_stuck, leave, own_process
 
 # command -> (module, one-line help); a dict value groups subcommands (train ppn, export detector...).
@@ -46,9 +46,8 @@ def _help_of(entry) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Processes on Fast DDS' default transports do not discover LARGE_DATA ones: every racestack
-    # command talks to nodes the launcher started with LARGE_DATA, so it must use it too.
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    # every racestack command talks to nodes the launcher started on the stack's transports
+    use_stack_transports()
     # SIGTERM unwinds like Ctrl-C, so every command's clean-up (stopping nodes, closing bags) runs.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     top = argparse.ArgumentParser(prog="racestack", description="racestack: perception and planning for racing")

@@ -195,7 +195,7 @@ def add_graph_arguments(parser: argparse.ArgumentParser, default_graph: str = "d
     parser.add_argument(
         "--transport",
         default="",
-        help="FASTDDS_BUILTIN_TRANSPORTS for every node (default LARGE_DATA, from the graph)",
+        help="FASTDDS_BUILTIN_TRANSPORTS for every node (default: the graph's, racestack.graph.FASTDDS_TRANSPORTS)",
     )
 
 

@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 
+from racestack.graph import use_stack_transports
 from simulation.scenario import list_scenarios
 
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         for name in list_scenarios() + list_scenarios(heldout=True):
             print(name)
         return 0
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    use_stack_transports()
     from racestack.node import run_node
     from simulation.sim_node import SimulatorNode
 

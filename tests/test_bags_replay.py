@@ -294,7 +294,10 @@ def test_damaged_bag_is_reported_and_its_readable_part_replays(tmp_path, probe):
     time.sleep(0.5)
     received = sink.on("/dmg/points")
     assert 10 <= len(received) < len(good)
-    assert received == good[: len(received)]  # everything readable, in order, the bad one left out
+    # everything readable, in order, the bad one left out; a payload DDS sends whole arrives padded to
+    # a multiple of 4 bytes (these 256 kB clouds since messages up to 4 MB go unfragmented)
+    assert [data[: len(sent)] for data, sent in zip(received, good, strict=False)] == good[: len(received)]
+    assert all(len(data) - len(sent) < 4 for data, sent in zip(received, good, strict=False))
 
 
 def test_ouster_bag_replays_with_its_timing(real_data, probe):

@@ -11,7 +11,15 @@ import pytest
 import yaml
 
 from racestack.errors import ParameterError
-from racestack.graph import GraphError, ProcessSpec, build_processes, graph_to_processes, parse_overrides, resolve_graph
+from racestack.graph import (
+    FASTDDS_TRANSPORTS,
+    GraphError,
+    ProcessSpec,
+    build_processes,
+    graph_to_processes,
+    parse_overrides,
+    resolve_graph,
+)
 from racestack.launcher import LaunchSession
 from racestack.params import Param, validate, validate_all
 
@@ -117,7 +125,7 @@ def test_processes_carry_params_remaps_env_and_threads(tmp_path) -> None:
     sensor = processes[0]
     assert sensor.cmd[:4] == ["py", "-m", "racestack.entry", "cloud_relay"]
     assert sensor.cmd[5:7] == ["-r", "__node:=sensor"] and "/in:=/points" in sensor.cmd
-    assert sensor.env["FASTDDS_BUILTIN_TRANSPORTS"] == "LARGE_DATA" and sensor.env["A"] == "1"
+    assert sensor.env["FASTDDS_BUILTIN_TRANSPORTS"] == FASTDDS_TRANSPORTS and sensor.env["A"] == "1"
     params = yaml.safe_load(Path(sensor.params_file).read_text())
     assert params == {"sensor": {"ros__parameters": {"use_sim_time": True}}}
     rec = next(p for p in processes if p.name == "rec")
