@@ -37,12 +37,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from racestack.graph import FASTDDS_TRANSPORTS
+from racestack.graph import use_stack_transports
 
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RACESTACK_THREADS"):
     os.environ[_var] = "1"
 # The nodes get the stack's transports from the launcher; this process must speak the same ones.
-os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", FASTDDS_TRANSPORTS)
+use_stack_transports()
 os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
 
 import numpy as np  # noqa: E402

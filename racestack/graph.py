@@ -22,7 +22,7 @@ from racestack.paths import resolve_share_path
 # discovery), sending messages of up to 4 MB whole. By default they cut anything over 64 KB into
 # fragments, each its own shared-memory push, reader wake-up and reassembly copy: 25 for a 1.6 MB
 # cloud. Measured here with 53 clouds/s of 1.6 MB, a reader taking 40 of them spent 110 ms of CPU per
-# second instead of 30 (docs/launching.md). Participants with plain LARGE_DATA still talk to these.
+# second instead of 30 (docs/architecture.md). Participants with plain LARGE_DATA still talk to these.
 FASTDDS_TRANSPORTS = "LARGE_DATA?max_msg_size=4MB&sockets_size=4MB"
 
 DEFAULT_ENVIRONMENT = {

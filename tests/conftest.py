@@ -20,7 +20,7 @@ from racestack.graph import FASTDDS_TRANSPORTS
 
 os.environ["ROS_DOMAIN_ID"] = os.environ.get("RACESTACK_TEST_DOMAIN") or str(random.Random(os.getpid()).randint(1, 200))
 os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
-os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", FASTDDS_TRANSPORTS)
+os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", FASTDDS_TRANSPORTS)  # use_stack_transports(), E402-clean
 os.environ.setdefault("RACESTACK_CACHE", tempfile.mkdtemp(prefix="racestack-test-cache-"))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
