@@ -1,19 +1,26 @@
 """numpy <-> sensor_msgs/PointCloud2 for any field layout, with as few copies as possible.
 
 Incoming clouds are read as a structured numpy *view* of the message buffer (``np.frombuffer``),
-so decoding costs nothing until fields are gathered. Outgoing clouds are one ``frombytes`` copy of
+so decoding costs nothing until fields are gathered. A node that takes clouds serialized reads them
+with ``cloud_from_cdr``, a view of the bytes it took: rclpy's conversion of a 1.6 MB cloud into a
+message object is a further copy and ~0.2 ms per sweep (docs/ppn.md). Outgoing clouds are one ``frombytes`` copy of
 a packed array into the message buffer. No rclpy here: usable in training and bag tools.
 """
 
 from __future__ import annotations
 
 import array
+import struct
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from sensor_msgs.msg import PointCloud2, PointField
+from std_msgs.msg import Header
 
+from racestack.cdr import ENCAPSULATIONS
 from racestack.errors import InputError
 
 # PointField datatype code -> numpy type character code (without byte order).
@@ -227,3 +234,102 @@ def _all_finite(points: np.ndarray) -> bool:
         if column.dtype.kind == "f" and not np.isfinite(column).all():
             return False
     return True
+
+
+MAX_CLOUD_FIELDS = 64  # more than any driver's layout; a corrupt count must not drive a long parse
+
+
+@dataclass(frozen=True)
+class SerializedCloud:
+    """A PointCloud2 read from its CDR bytes: the message's fields, with ``data`` a view of the bytes.
+
+    Reads like the message wherever a cloud is decoded (``cloud_to_array``, ``read_points``).
+    """
+
+    header: Header
+    height: int
+    width: int
+    fields: tuple[PointField, ...]
+    is_bigendian: bool
+    point_step: int
+    row_step: int
+    data: memoryview
+    is_dense: bool
+
+
+class _CdrReader:
+    """Sequential reads of CDR primitives with the encapsulation's byte order and alignment."""
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        self.buf = memoryview(data).cast("B")
+        layout = ENCAPSULATIONS.get(bytes(self.buf[:2]))
+        if layout is None or len(self.buf) < 4:
+            raise InputError("layout", "serialized cloud does not start with a CDR encapsulation header")
+        self.order = "<" if layout[0] else ">"
+        self.pos = 4
+
+    def _take(self, size: int, align: int) -> int:
+        start = self.pos + (-(self.pos - 4) % align)
+        if start + size > len(self.buf):
+            raise InputError("layout", f"serialized cloud ends at byte {len(self.buf)}, inside a field at {start}")
+        self.pos = start + size
+        return start
+
+    def unpack(self, code: str) -> tuple:
+        size = struct.calcsize(self.order + code)
+        return struct.unpack_from(self.order + code, self.buf, self._take(size, min(size, 4)))
+
+    def uint8(self) -> int:
+        return self.buf[self._take(1, 1)]
+
+    def uint32(self) -> int:
+        return self.unpack("I")[0]
+
+    def octets(self) -> memoryview:
+        size = self.uint32()
+        start = self._take(size, 1)
+        return self.buf[start : start + size]
+
+    def string(self) -> str:
+        raw = self.octets()
+        if not raw or raw[-1] != 0:
+            raise InputError("layout", f"string ending at byte {self.pos} of the serialized cloud is unterminated")
+        try:
+            return bytes(raw[:-1]).decode()
+        except UnicodeDecodeError as exc:
+            raise InputError("layout", f"string in the serialized cloud is not UTF-8: {exc}") from None
+
+
+def cloud_from_cdr(data: bytes | memoryview) -> SerializedCloud:
+    """The cloud in serialized sensor_msgs/PointCloud2 bytes, its points left in place.
+
+    InputError('layout') when the bytes end early or do not form the message; the field layout itself
+    is checked where the points are read (``cloud_to_array``).
+    """
+    reader = _CdrReader(data)
+    sec, nanosec = reader.unpack("iI")
+    header = Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=reader.string())
+    height, width = reader.unpack("II")
+    count = reader.uint32()
+    if count > MAX_CLOUD_FIELDS:
+        raise InputError("layout", f"cloud declares {count} fields (at most {MAX_CLOUD_FIELDS} are read)")
+    fields = []
+    for _ in range(count):
+        name = reader.string()
+        offset = reader.uint32()
+        datatype = reader.uint8()
+        fields.append(PointField(name=name, offset=offset, datatype=datatype, count=reader.uint32()))
+    is_bigendian = bool(reader.uint8())
+    point_step, row_step = reader.unpack("II")
+    points = reader.octets()
+    return SerializedCloud(
+        header=header,
+        height=height,
+        width=width,
+        fields=tuple(fields),
+        is_bigendian=is_bigendian,
+        point_step=point_step,
+        row_step=row_step,
+        data=points,
+        is_dense=bool(reader.uint8()),
+    )

@@ -14,12 +14,21 @@ from racestack.errors import InputError
 from racestack.image import image_to_array
 from racestack.node import RacestackNode, node_main, result_qos, sensor_qos
 from racestack.params import Param
-from racestack.pointcloud import read_points, xyz_to_cloud
+from racestack.pointcloud import SerializedCloud, cloud_from_cdr, read_points, xyz_to_cloud
 
 CLOUD_FIELDS = ("x", "y", "z", "intensity")
 
 
-def decode_cloud(node: RacestackNode, msg: PointCloud2, topic: str) -> np.ndarray | None:
+def parse_cloud(node: RacestackNode, data: bytes, topic: str) -> SerializedCloud | None:
+    """The cloud in bytes taken from a raw subscription, or None after rejecting them (counted, logged)."""
+    try:
+        return cloud_from_cdr(data)
+    except InputError as exc:
+        node.reject_error(exc, topic)
+        return None
+
+
+def decode_cloud(node: RacestackNode, msg: PointCloud2 | SerializedCloud, topic: str) -> np.ndarray | None:
     """(N, 4) finite x, y, z, intensity of a cloud, or None after rejecting it (counted, logged)."""
     try:
         points, nan_count = read_points(msg, CLOUD_FIELDS[:3], extra=CLOUD_FIELDS[3:])

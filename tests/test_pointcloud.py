@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from builtin_interfaces.msg import Time
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import PointCloud2, PointField
+from std_msgs.msg import Header
 
 from racestack.errors import InputError
 from racestack.pointcloud import (
+    MAX_CLOUD_FIELDS,
     POINTFIELD_TO_NUMPY,
     array_to_cloud,
+    cloud_from_cdr,
     cloud_to_array,
     read_points,
     xyz_to_cloud,
@@ -37,6 +41,61 @@ def test_round_trip_every_datatype_and_byte_order(datatype: int, order: str) -> 
     np.testing.assert_array_equal(back["value"], points["value"])
     np.testing.assert_array_equal(back["vec"], points["vec"])
     np.testing.assert_array_equal(back["x"], points["x"])
+
+
+def _same_cloud(parsed, msg: PointCloud2) -> None:
+    for name in ("height", "width", "is_bigendian", "point_step", "row_step", "is_dense"):
+        assert getattr(parsed, name) == getattr(msg, name), name
+    assert parsed.header == msg.header and list(parsed.fields) == list(msg.fields)
+    assert bytes(parsed.data) == bytes(msg.data)
+    view, expected = cloud_to_array(parsed), cloud_to_array(msg)
+    assert view.dtype == expected.dtype and view.shape == expected.shape and view.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_serialized_cloud_reads_as_the_message(order: str) -> None:
+    """cloud_from_cdr against rclpy's deserialization: header, every field, the points in place."""
+    dtype = np.dtype([("x", order + "f4"), ("ring", "u1"), ("t", order + "f8"), ("vec", order + "i2", (3,))])
+    points = np.zeros((3, 5), dtype=dtype)
+    points["x"] = np.arange(15).reshape(3, 5)
+    points["t"] = np.nan
+    msg = array_to_cloud(points, header=Header(stamp=Time(sec=1_700_000_000, nanosec=123), frame_id="lidår"))
+    data = serialize_message(msg)
+    parsed = cloud_from_cdr(data)
+    _same_cloud(parsed, msg)
+    assert np.shares_memory(np.frombuffer(parsed.data, np.uint8), np.frombuffer(data, np.uint8))
+
+
+def test_serialized_cloud_cut_anywhere_is_a_layout_error() -> None:
+    data = serialize_message(xyz_to_cloud(np.ones((4, 3), np.float32), header=Header(frame_id="lidar")))
+    cloud_from_cdr(data)
+    for end in range(len(data) - 1):
+        with pytest.raises(InputError) as info:
+            cloud_from_cdr(data[:end])
+        assert info.value.reason == "layout", end
+
+
+@pytest.mark.parametrize(
+    "damage, text",
+    [
+        (lambda d: b"\x07\x07" + d[2:], "encapsulation"),
+        (lambda d: d[:12] + b"\xff\xff\xff\x7f" + d[16:], "ends at byte"),
+        (lambda d: d.replace(b"lidar\x00", b"lidarX"), "unterminated"),
+        (lambda d: d.replace(b"lidar\x00", b"lid\xffr\x00"), "not UTF-8"),
+    ],
+)
+def test_damaged_serialized_clouds_are_named(damage, text) -> None:
+    data = serialize_message(xyz_to_cloud(np.ones((4, 3), np.float32), header=Header(frame_id="lidar")))
+    with pytest.raises(InputError, match=text) as info:
+        cloud_from_cdr(damage(data))
+    assert info.value.reason == "layout"
+
+
+def test_serialized_cloud_with_absurd_field_count_is_refused() -> None:
+    msg = _cloud(fields=tuple(f"f{i}" for i in range(MAX_CLOUD_FIELDS + 1)), point_step=4 * (MAX_CLOUD_FIELDS + 1))
+    with pytest.raises(InputError, match="fields") as info:
+        cloud_from_cdr(serialize_message(msg))
+    assert info.value.reason == "layout"
 
 
 def test_organized_cloud_with_row_padding() -> None:
@@ -140,6 +199,7 @@ def test_real_ouster_bag_decodes(real_data) -> None:
         raw = [data for _, _, data in reader.messages(connections=connections)]
     assert len(raw) == 2
     msg = deserialize_message(bytes(raw[0]), PointCloud2)
+    _same_cloud(cloud_from_cdr(raw[0]), msg)
     cloud = cloud_to_array(msg)
     assert cloud.shape == (64, 2048)
     assert msg.point_step == 48

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid, Odometry
+from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image, PointCloud2
 from support import diagnostics_values, launched
 
@@ -181,12 +182,18 @@ def test_bad_clouds_are_rejected_and_the_nodes_keep_running(parallel):
     no_z = np.ones((100, 2), np.float32)
     probe.publish("/sensing/lidar/points", cloud(no_z, probe.node.get_clock().now().to_msg(), fields=("x", "y")))
     time.sleep(0.1)
+    # the PPN nodes read clouds from their bytes: a message cut short is theirs to refuse
+    whole = serialize_message(cloud(scene_points(5.0), probe.node.get_clock().now().to_msg()))
+    probe.publisher(PointCloud2, "/sensing/lidar/points").publish(whole[: len(whole) // 2])
+    time.sleep(0.1)
 
     def rejected(reason: str) -> int:
         values = diagnostics_values(outputs["diagnostics"].messages(), "bev_segmentation")
         return int(values.get(f"rejected.{reason}", "0"))
 
-    assert probe.wait_for(lambda: rejected("empty") >= 2 and rejected("missing_field") >= 1, 10.0)
+    assert probe.wait_for(
+        lambda: rejected("empty") >= 2 and rejected("missing_field") >= 1 and rejected("layout") >= 1, 10.0
+    )
     _publish_frame(probe, 10.0, probe.now_ns())
     assert probe.wait_for(lambda: len(outputs["seg"].items) > before, 20.0), "no output after bad input"
     assert session.running() == ["bev_segmentation", "bev_reconstruction", "object_extraction"]

@@ -26,6 +26,7 @@ from typing import Any
 import numba
 import numpy as np
 import torch
+from numba import types as nt
 
 from perception_nodes.ppn.config import FEATURES, BevConfig
 from racestack.transforms import rotation_rpy
@@ -42,9 +43,13 @@ def relative_pose(current: Sequence[float], past: Sequence[float]) -> tuple[floa
     return c * dx + s * dy, -s * dx + c * dy, pyaw - cyaw
 
 
+# Read-only so that a view of a message's bytes (cloud_from_cdr) is accepted; writable arrays pass too.
+_CLOUD = nt.Array(nt.float32, 2, "A", readonly=True)
+_SUMS = (nt.int32[::1], nt.float32[::1], nt.float32[::1], nt.boolean[::1], nt.boolean[::1])
+
+
 @numba.njit(
-    "void(float32[:, :], float32[:, ::1], int64, int64, float32, float32, float32, float32,"
-    " int32[::1], float32[::1], float32[::1], boolean[::1], boolean[::1])",
+    nt.void(_CLOUD, nt.float32[:, ::1], nt.int64, nt.int64, *(nt.float32,) * 4, *_SUMS),
     cache=True,
     nogil=True,
 )
@@ -143,6 +148,8 @@ class _Ops:
 
     def asarray(self, values: Any) -> Any:
         if self.torch:
+            if isinstance(values, np.ndarray) and not values.flags.writeable:
+                values = values.copy()  # a view of a message's bytes; torch wants writable memory
             return torch.as_tensor(values, dtype=torch.float32).to(self.device)
         return np.asarray(values.numpy() if isinstance(values, torch.Tensor) else values, dtype=np.float32)
 

@@ -21,7 +21,7 @@ from racestack.grid import serialized_occupancy
 from racestack.image import serialized_image
 from racestack.node import RacestackNode, node_main, result_qos, sensor_qos, stamp_to_ns, take_all
 from racestack.params import Param
-from racestack.utility_nodes import decode_cloud
+from racestack.utility_nodes import decode_cloud, parse_cloud
 
 ODOMETRY_DEPTH = 10  # 200 ms of 50 Hz odometry: a sweep's work many times over
 
@@ -104,7 +104,8 @@ class PpnNode(RacestackNode):
             if p.odometry_topic
             else None
         )
-        self.create_subscription(PointCloud2, p.cloud_topic, self.on_cloud, sensor_qos())
+        # Taken serialized and read in place (cloud_from_cdr): a message object would copy the points again.
+        self.create_subscription(PointCloud2, p.cloud_topic, self.on_cloud, sensor_qos(), raw=True)
         self.add_diagnostics(self._diagnostics)
         self.get_logger().info(
             f"{name}: {', '.join(kinds)} on {p.device} ({self.pipeline.backends}), "
@@ -145,8 +146,9 @@ class PpnNode(RacestackNode):
             self.warn_limited("odometry", "no odometry near the sweep's stamp: stacking only the current sweep")
         return pose
 
-    def on_cloud(self, msg: PointCloud2) -> None:
-        if not self.accept_stamp("cloud", msg.header.stamp, on_time_jump=self._reset):
+    def on_cloud(self, data: bytes) -> None:
+        msg = parse_cloud(self, data, self.p.cloud_topic)
+        if msg is None or not self.accept_stamp("cloud", msg.header.stamp, on_time_jump=self._reset):
             return
         with self.frame(msg.header.stamp):
             points = decode_cloud(self, msg, self.p.cloud_topic)
