@@ -19,6 +19,7 @@ from racestack.grid import occupancy_to_grid
 from racestack.node import RacestackNode, node_main, result_qos, sensor_qos, stamp_to_ns
 from racestack.objects import objects_to_cloud, objects_to_markers
 from racestack.params import Param
+from racestack.pointcloud import SerializedCloud
 from racestack.transforms import pose_matrix, transform_points
 from racestack.utility_nodes import decode_cloud
 
@@ -56,16 +57,16 @@ class ObjectExtractionNode(RacestackNode):
             car_width=p.car_width,
         )
         self.lidar_matrix = pose_matrix(p.lidar_pose)
-        self.clouds: OrderedDict[int, PointCloud2] = OrderedDict()
+        self.clouds: OrderedDict[int, SerializedCloud] = OrderedDict()
         self.pub = self.create_publisher(PointCloud2, p.output_topic, result_qos())
         self.marker_pub = (
             self.create_publisher(MarkerArray, p.output_topic + "/markers", result_qos()) if p.markers else None
         )
         self.create_subscription(OccupancyGrid, p.segmentation_topic, self.on_segmentation, result_qos(2))
         if p.cloud_topic:
-            self.create_subscription(PointCloud2, p.cloud_topic, self.on_cloud, sensor_qos(depth=2))
+            self.create_cloud_subscription(p.cloud_topic, self.on_cloud, sensor_qos(depth=2))
 
-    def on_cloud(self, msg: PointCloud2) -> None:
+    def on_cloud(self, msg: SerializedCloud) -> None:
         self.clouds[stamp_to_ns(msg.header.stamp)] = msg
         while len(self.clouds) > CLOUD_CACHE:
             self.clouds.popitem(last=False)

@@ -14,18 +14,9 @@ from racestack.errors import InputError
 from racestack.image import image_to_array
 from racestack.node import RacestackNode, node_main, result_qos, sensor_qos
 from racestack.params import Param
-from racestack.pointcloud import SerializedCloud, cloud_from_cdr, read_points, xyz_to_cloud
+from racestack.pointcloud import SerializedCloud, read_points, xyz_to_cloud
 
 CLOUD_FIELDS = ("x", "y", "z", "intensity")
-
-
-def parse_cloud(node: RacestackNode, data: bytes, topic: str) -> SerializedCloud | None:
-    """The cloud in bytes taken from a raw subscription, or None after rejecting them (counted, logged)."""
-    try:
-        return cloud_from_cdr(data)
-    except InputError as exc:
-        node.reject_error(exc, topic)
-        return None
 
 
 def decode_cloud(node: RacestackNode, msg: PointCloud2 | SerializedCloud, topic: str) -> np.ndarray | None:
@@ -56,9 +47,9 @@ class CloudRelay(RacestackNode):
             ],
         )
         self.pub = self.create_publisher(PointCloud2, self.p.output_topic, result_qos(2))
-        self.create_subscription(PointCloud2, self.p.input_topic, self.on_cloud, sensor_qos())
+        self.create_cloud_subscription(self.p.input_topic, self.on_cloud, sensor_qos())
 
-    def on_cloud(self, msg: PointCloud2) -> None:
+    def on_cloud(self, msg: SerializedCloud) -> None:
         if not self.accept_stamp("cloud", msg.header.stamp):
             return
         with self.frame(msg.header.stamp):
@@ -86,10 +77,10 @@ class TopicStats(RacestackNode):
         )
         self.cloud_pub = self.create_publisher(PointStamped, "~/cloud_centroid", result_qos())
         self.image_pub = self.create_publisher(PointStamped, "~/image_summary", result_qos())
-        self.create_subscription(PointCloud2, self.p.cloud_topic, self.on_cloud, sensor_qos())
+        self.create_cloud_subscription(self.p.cloud_topic, self.on_cloud, sensor_qos())
         self.create_subscription(Image, self.p.image_topic, self.on_image, sensor_qos())
 
-    def on_cloud(self, msg: PointCloud2) -> None:
+    def on_cloud(self, msg: SerializedCloud) -> None:
         with self.frame(msg.header.stamp):
             points = decode_cloud(self, msg, self.p.cloud_topic)
             if points is None:

@@ -25,7 +25,7 @@ from racestack.node import RacestackNode, node_main, result_qos, sensor_qos, sta
 from racestack.objects import CLASS_ID, FLYING_CLASSES, OBJECT_CLASSES, boxes2d_to_cloud, objects_to_cloud
 from racestack.params import Param
 from racestack.paths import resolve_share_path
-from racestack.pointcloud import read_points
+from racestack.pointcloud import SerializedCloud, read_points
 from racestack.stats import RollingStats
 from racestack.transforms import camera_optical_matrix, pose_matrix, transform_points
 
@@ -128,7 +128,7 @@ class FlyingObjectDetectorNode(RacestackNode):
         self.camera_to_base = camera_optical_matrix(p.camera_pose)
         self.lidar_to_camera = np.linalg.inv(self.camera_to_base) @ pose_matrix(p.lidar_pose)
         self.camera: CameraModel | None = None
-        self.cloud: PointCloud2 | None = None
+        self.cloud: SerializedCloud | None = None
         self.cloud_points: np.ndarray | None = None
         self.stage_ms = {name: RollingStats(p.stats_window) for name in self.detector.timing_ms}
         self.boxes_pub = self.create_publisher(PointCloud2, p.detections_2d_topic, result_qos())
@@ -137,7 +137,7 @@ class FlyingObjectDetectorNode(RacestackNode):
         self.create_subscription(Image, p.image_topic, self.on_image, sensor_qos())
         self.create_subscription(CameraInfo, p.camera_info_topic, self.on_camera_info, sensor_qos())
         if p.lift_with_lidar:
-            self.create_subscription(PointCloud2, p.cloud_topic, self.on_cloud, sensor_qos())
+            self.create_cloud_subscription(p.cloud_topic, self.on_cloud, sensor_qos())
         self.add_diagnostics(self.diagnostics)
         log(
             f"detector ready: {self.detector.info.path} ({', '.join(self.detector.names)}), "
@@ -150,7 +150,7 @@ class FlyingObjectDetectorNode(RacestackNode):
         except InputError as exc:
             self.reject_error(exc, self.p.camera_info_topic)
 
-    def on_cloud(self, msg: PointCloud2) -> None:
+    def on_cloud(self, msg: SerializedCloud) -> None:
         self.cloud, self.cloud_points = msg, None
 
     def on_image(self, msg: Image) -> None:

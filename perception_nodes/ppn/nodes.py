@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nav_msgs.msg import OccupancyGrid, Odometry
-from sensor_msgs.msg import Image, PointCloud2
+from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from perception_nodes.ppn.models import default_checkpoint
@@ -21,7 +21,8 @@ from racestack.grid import serialized_occupancy
 from racestack.image import serialized_image
 from racestack.node import RacestackNode, node_main, result_qos, sensor_qos, stamp_to_ns, take_all
 from racestack.params import Param
-from racestack.utility_nodes import decode_cloud, parse_cloud
+from racestack.pointcloud import SerializedCloud
+from racestack.utility_nodes import decode_cloud
 
 ODOMETRY_DEPTH = 10  # 200 ms of 50 Hz odometry: a sweep's work many times over
 
@@ -104,8 +105,7 @@ class PpnNode(RacestackNode):
             if p.odometry_topic
             else None
         )
-        # Taken serialized and read in place (cloud_from_cdr): a message object would copy the points again.
-        self.create_subscription(PointCloud2, p.cloud_topic, self.on_cloud, sensor_qos(), raw=True)
+        self.create_cloud_subscription(p.cloud_topic, self.on_cloud, sensor_qos())
         self.add_diagnostics(self._diagnostics)
         self.get_logger().info(
             f"{name}: {', '.join(kinds)} on {p.device} ({self.pipeline.backends}), "
@@ -146,9 +146,8 @@ class PpnNode(RacestackNode):
             self.warn_limited("odometry", "no odometry near the sweep's stamp: stacking only the current sweep")
         return pose
 
-    def on_cloud(self, data: bytes) -> None:
-        msg = parse_cloud(self, data, self.p.cloud_topic)
-        if msg is None or not self.accept_stamp("cloud", msg.header.stamp, on_time_jump=self._reset):
+    def on_cloud(self, msg: SerializedCloud) -> None:
+        if not self.accept_stamp("cloud", msg.header.stamp, on_time_jump=self._reset):
             return
         with self.frame(msg.header.stamp):
             points = decode_cloud(self, msg, self.p.cloud_topic)
