@@ -53,8 +53,11 @@ class Result:
 class Driver:
     """One planner with the inputs it needs (risk predictor for risk_mpc), in closed or open loop."""
 
-    def __init__(self, kind: str, sim: Simulation, weights_file: str, risk_checkpoint: str) -> None:
+    def __init__(
+        self, kind: str, sim: Simulation, weights_file: str, risk_checkpoint: str, object_range: float = 0.0
+    ) -> None:
         self.kind, self.track, self.vehicle = kind, sim.track, sim.ego_params
+        self.object_range = object_range
         self.risk = None
         if kind == "pure_pursuit":
             self.planner = PurePursuit(sim.track, sim.ego_params)
@@ -68,7 +71,7 @@ class Driver:
         self.cycle_ms: list[float] = []
 
     def plan(self, sim: Simulation, ego: EgoState, time: float):
-        objects = sim.objects_table()
+        objects = within_range(sim.objects_table(), ego, self.object_range)
         field_ = None
         if self.risk is not None:
             from planning_nodes.mpc.risk_field import RiskField
@@ -90,6 +93,16 @@ class Driver:
     def fallbacks(self) -> int:
         counts = getattr(self.planner, "counts", {})
         return int(sum(v for k, v in counts.items() if k.startswith("fallback_")))
+
+
+def within_range(objects: np.ndarray, ego: EgoState, half_side: float) -> np.ndarray:
+    """The objects whose centres lie within ``half_side`` metres of the ego along both of its axes
+    (0: all): what a BEV of that size can see, where the simulator's table holds every car on the track."""
+    if half_side <= 0.0:
+        return objects
+    c, s = np.cos(ego.yaw), np.sin(ego.yaw)
+    dx, dy = objects["x"] - ego.x, objects["y"] - ego.y
+    return objects[(np.abs(c * dx + s * dy) <= half_side) & (np.abs(c * dy - s * dx) <= half_side)]
 
 
 def _risk_predictor(checkpoint: str, track):
@@ -130,7 +143,7 @@ def lap_time(sim: Simulation) -> tuple[float, bool]:
 def open_loop_l2(name: str, driver_kind: str, args, every_s: float = 0.5) -> dict[str, float]:
     """L2 at 1/2/3 s between the planner's plans and the expert's actual path, along the expert's run."""
     sim = _simulation(name, args.duration)
-    driver = Driver(driver_kind, sim, args.weights, args.risk_checkpoint)
+    driver = Driver(driver_kind, sim, args.weights, args.risk_checkpoint, args.object_range)
     rate = sim.scenario.rate
     every = max(1, round(every_s * rate))
     horizon = round(max(L2_TIMES) * rate)
@@ -183,10 +196,11 @@ def planner_result(
     expert: Result,
     plan_rate: float = 10.0,
     lead: float = 0.05,
+    object_range: float = 0.0,
 ) -> Result:
     """One planner's closed-loop run of a scenario, scored against the expert's (no L2)."""
     sim = _simulation(name, duration)
-    driver = Driver(kind, sim, weights_file, risk_checkpoint)
+    driver = Driver(kind, sim, weights_file, risk_checkpoint, object_range)
     drive(sim, driver, max(1, round(sim.scenario.rate / plan_rate)), lead)
     lap, complete = lap_time(sim)
     cycle = np.array(driver.cycle_ms)
@@ -210,7 +224,15 @@ def evaluate_scenario(name: str, planners: list[str], args) -> list[Result]:
     results = [expert]
     for kind in planners:
         result = planner_result(
-            name, kind, args.weights, args.risk_checkpoint, args.duration, expert, args.plan_rate, args.lead
+            name,
+            kind,
+            args.weights,
+            args.risk_checkpoint,
+            args.duration,
+            expert,
+            args.plan_rate,
+            args.lead,
+            args.object_range,
         )
         if not args.no_l2:
             result.l2_m = open_loop_l2(name, kind, args)
@@ -261,6 +283,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lead", type=float, default=0.05, help="command lead (s), as the nodes' command_lead")
     parser.add_argument("--weights", default="models/mpc_weights/weights.yaml", help="MPC weights ('' = defaults)")
     parser.add_argument("--risk-checkpoint", default=str(models_dir() / "riskmap" / "riskmap.pt"))
+    parser.add_argument(
+        "--object-range",
+        type=float,
+        default=0.0,
+        help="give the planners only the cars within this many metres of the ego along each axis, as a BEV "
+        "of that half-side sees them (0: every car; the lite BEV: 51.2)",
+    )
     parser.add_argument("--no-l2", action="store_true", help="skip the open-loop L2 runs (faster)")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
 

@@ -285,23 +285,32 @@ class OpponentAvoidance:
             RIGHT: float(np.min(right_w + fc.d[j] - fc.width[j] / 2.0)),
         }
         lanes = {LEFT: fc.d[j, 0] + offset, RIGHT: fc.d[j, 0] - offset}
+        closing = max(speed_now - fc.speed[j], 0.5)
+        meet = min(max(gap0 - beside, 0.0) / closing, float(fc.times[-1]))
+        reach = 0.5 * self.lateral_accel * meet**2 + 0.5
         # a car pulling away more than ``window`` ahead is not being passed, whatever pace the ego wants
         pulling_away = speed_now < fc.speed[j] - 1.0 and gap0 - beside > self.window
         keeps = wants_by and not pulling_away
         if previous is not None and previous.side in rooms and (keeps or gap0 < beside + self.window):
             cramped = previous.cramped + 1 if rooms[previous.side] < need else 0
-            if cramped < self.patience:
+            if cramped < self.patience and self._still_reachable(fc, j, previous.side, float(ego_d[0]), reach):
                 return Manoeuvre(previous.side, cramped)
         commit = max(20.0, 0.5 * speed_now) + 2.0 * (ego_speed - fc.speed[j])
         if not keeps or gap0 - beside > commit:
             return Manoeuvre(FOLLOW)
-        closing = max(speed_now - fc.speed[j], 0.5)
-        meet = min(max(gap0 - beside, 0.0) / closing, float(fc.times[-1]))
-        reach = 0.5 * self.lateral_accel * meet**2 + 0.5
         usable = [side for side in (LEFT, RIGHT) if rooms[side] >= need and abs(lanes[side] - ego_d[0]) <= reach]
         if not usable:
             return Manoeuvre(FOLLOW)
         return Manoeuvre(min(usable, key=lambda side: abs(lanes[side] - ego_d[0])))
+
+    def _still_reachable(self, fc: Forecast, j: int, side: str, ego_d0: float, reach: float) -> bool:
+        """Whether a committed side still has the ego at, or within ``reach`` of, the least separation
+        its half-space ever asks (bodies ``min_gap`` apart). A car first seen at the BEV's edge and
+        closed on at 30 m/s was otherwise chased with no side step until braking could no longer
+        stop short of it (``racestack demo``, oval_pack)."""
+        sign = 1.0 if side == LEFT else -1.0
+        least = (fc.width[j] + self.vehicle.width) / 2.0 + self.min_gap
+        return least - sign * (ego_d0 - fc.d[j, 0]) <= reach
 
     def _halfspace(self, fc: Forecast, j: int, choice: str, ego_s: np.ndarray, ego_d0: float, speed_now: float):
         """(normal (N, 2) map, bound (N,), active (N,)) on the ego body centre for one opponent.

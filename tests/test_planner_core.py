@@ -204,6 +204,41 @@ def test_no_pass_is_started_on_a_car_pulling_away(track):
     assert falling_back.choices[7] == FOLLOW
 
 
+def _car_ahead(track, s: float, d: float, speed: float):
+    car = empty_objects(1)
+    xy = track.frenet_to_xy(np.array([s]), np.array([d]))
+    car["x"], car["y"], car["yaw"] = xy[0, 0], xy[0, 1], track.heading_at(s)
+    car["vx"], car["vy"] = speed * np.cos(car["yaw"]), speed * np.sin(car["yaw"])
+    car["length"], car["width"], car["height"], car["track_id"] = 4.9, 1.9, 1.2, 96
+    return car
+
+
+def test_a_side_that_can_no_longer_be_reached_is_given_up_for_following(track):
+    """The demo's rear-end collision: a car first seen 40 m ahead, 2 m to the left of an ego near the
+    right barrier (no room on the right); its young track said 66 m/s, so the left side was committed
+    to. A cycle later it says 58 m/s with the ego at 86 m/s and not moved sideways: the 4.3 m side step
+    cannot be made in the 1.1 s before the cars meet, so the ego follows (brakes) while braking can
+    still stop short. A side the ego has reached is kept."""
+    from planning_nodes.mpc.references import PlanFrame
+    from planning_nodes.opponents import FOLLOW, LEFT, OpponentAvoidance, forecast
+
+    times = np.arange(1, 31) * DT
+    frame = PlanFrame(*track.frenet_to_xy(np.array([100.0]), np.array([0.0]))[0], float(track.heading_at(100.0)))
+
+    def choose(avoidance, car_s, car_speed, ego_d):
+        fc = forecast(_car_ahead(track, car_s, -2.5, car_speed), track, times)
+        ego_s, ego_dd = 110.0 + 86.0 * times, np.full_like(times, ego_d)
+        heading = np.column_stack([np.cos(track.heading_at(ego_s)), np.sin(track.heading_at(ego_s))])
+        return avoidance.build(fc, ego_s, ego_dd, heading, 88.0, frame, speed_now=86.0).choices[96]
+
+    chased = OpponentAvoidance(track, VEHICLE)
+    assert choose(chased, 158.6, 66.0, -4.5) == LEFT
+    assert choose(chased, 154.6, 58.0, -4.5) == FOLLOW
+    reached = OpponentAvoidance(track, VEHICLE)
+    assert choose(reached, 158.6, 66.0, -4.5) == LEFT
+    assert choose(reached, 154.6, 58.0, 0.3) == LEFT
+
+
 def test_a_pass_squeezed_against_the_barrier_asks_for_the_room_there_is(track):
     """Passing on the left of a car: the full clearance where the track leaves it; near the barrier
     what the barrier leaves, but never less than a 0.4 m gap between the bodies."""
