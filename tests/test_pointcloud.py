@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
@@ -64,6 +66,42 @@ def test_serialized_cloud_reads_as_the_message(order: str) -> None:
     parsed = cloud_from_cdr(data)
     _same_cloud(parsed, msg)
     assert np.shares_memory(np.frombuffer(parsed.data, np.uint8), np.frombuffer(data, np.uint8))
+
+
+def _big_endian_cdr(msg: PointCloud2) -> bytes:
+    """The message as a big-endian machine serializes it (encapsulation 0x0000), written field by field."""
+    out = bytearray(b"\x00\x00\x00\x00")
+
+    def put(code: str, *values) -> None:
+        out.extend(bytes(-(len(out) - 4) % min(struct.calcsize(code), 4)))
+        out.extend(struct.pack(">" + code, *values))
+
+    def put_string(text: str) -> None:
+        raw = text.encode() + b"\x00"
+        put("I", len(raw))
+        out.extend(raw)
+
+    put("iI", msg.header.stamp.sec, msg.header.stamp.nanosec)
+    put_string(msg.header.frame_id)
+    put("II", msg.height, msg.width)
+    put("I", len(msg.fields))
+    for field in msg.fields:
+        put_string(field.name)
+        put("I", field.offset)
+        put("B", field.datatype)
+        put("I", field.count)
+    put("B", msg.is_bigendian)
+    put("II", msg.point_step, msg.row_step)
+    put("I", len(msg.data))
+    out.extend(bytes(msg.data))
+    put("B", msg.is_dense)
+    return bytes(out)
+
+
+def test_big_endian_serialization_reads_the_same() -> None:
+    msg = xyz_to_cloud(np.arange(12, dtype=np.float32).reshape(4, 3), header=Header(frame_id="lidar"))
+    msg.header.stamp = Time(sec=12, nanosec=345)
+    _same_cloud(cloud_from_cdr(_big_endian_cdr(msg)), msg)
 
 
 def test_serialized_cloud_cut_anywhere_is_a_layout_error() -> None:
