@@ -38,17 +38,17 @@ def record_drive(path: Path, scenario: str, seconds: float) -> Path:
     graph = resolve_graph(load_graph_file("default"), sets={"simulator": {
         "scenario": scenario, "drive": "expert", "clock_mode": "realtime", "realtime_factor": 0.5,
         "duration": -1.0}}, disabled={s for s in load_graph_file("default")["slots"] if s != "simulator"})
-    session = LaunchSession(graph_to_processes(graph, tempfile.mkdtemp()), echo=lambda line: None)
-    recorder = Recorder(path, topics=SIM_TOPICS, log=lambda text: None).start()
     sim_time = [0.0]
-    with Probe("bench_stack_clock") as probe:
+    with tempfile.TemporaryDirectory(prefix="racestack-bench-") as run_dir, Probe("bench_stack_clock") as probe:
+        session = LaunchSession(graph_to_processes(graph, run_dir), echo=lambda line: None)
+        recorder = Recorder(path, topics=SIM_TOPICS, log=lambda text: None).start()
         probe.collect(Clock, "/clock", keep=1, callback=lambda m: sim_time.__setitem__(0, stamp_to_ns(m.clock) / 1e9))
         session.start()
         deadline = time.monotonic() + 600
         while sim_time[0] < 1.0 + seconds and time.monotonic() < deadline:
             time.sleep(0.2)
-    recorder.stop()
-    session.stop()
+        recorder.stop()
+        session.stop()
     return path
 
 

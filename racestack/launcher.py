@@ -206,7 +206,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_dir = tempfile.mkdtemp(prefix="racestack-launch-")
+    with tempfile.TemporaryDirectory(prefix="racestack-launch-") as run_dir:
+        return _launch(args, run_dir)
+
+
+def _launch(args: argparse.Namespace, run_dir: str) -> int:
+    """``racestack launch`` with the nodes' parameter files in ``run_dir``."""
     try:
         processes = processes_for(args, run_dir)
     except (GraphError, FileNotFoundError) as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import faulthandler
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,18 +22,35 @@ from racestack.graph import FASTDDS_TRANSPORTS
 os.environ["ROS_DOMAIN_ID"] = os.environ.get("RACESTACK_TEST_DOMAIN") or str(random.Random(os.getpid()).randint(1, 200))
 os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
 os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", FASTDDS_TRANSPORTS)  # use_stack_transports(), E402-clean
-os.environ.setdefault("RACESTACK_CACHE", tempfile.mkdtemp(prefix="racestack-test-cache-"))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
-# Own temp root per session: pytest deletes all but the 3 newest numbered folders of a shared root,
-# which removes a long session's files when other sessions run beside it on the same machine.
-os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.mkdtemp(prefix="racestack-pytest-"))
 
 import pytest
 from support import REAL_DATA
 
 from racestack.contexts import share_one_context
 from racestack.shm import remove_stale_segments
+
+
+def _own_temp_folder(variable: str, prefix: str) -> str | None:
+    """Points ``variable`` at a new temporary folder unless the caller set it; the folder, if made."""
+    if os.environ.get(variable):
+        return None
+    os.environ[variable] = folder = tempfile.mkdtemp(prefix=prefix)
+    return folder
+
+
+# Own temp root per session: pytest deletes all but the 3 newest numbered folders of a shared root,
+# which removes a long session's files when other sessions run beside it on the same machine. These
+# folders (0.5-0.7 GB a session: bags, exports) are removed when the session passes.
+OWN_TEMP_FOLDERS = [
+    folder
+    for folder in (
+        _own_temp_folder("RACESTACK_CACHE", "racestack-test-cache-"),
+        _own_temp_folder("PYTEST_DEBUG_TEMPROOT", "racestack-pytest-"),
+    )
+    if folder
+]
 
 WATCHDOG_MARGIN_S = 60.0
 WATCHDOG_FALLBACK_S = 180.0  # after the watchdog process's own limit, gdb and the kill included
@@ -83,9 +101,15 @@ def pytest_unconfigure(config) -> None:
     if watchdog is not None:
         watchdog.stdin.close()
         watchdog.wait(timeout=10)
+    status = config.stash.get(EXIT_STATUS, 0)
+    for folder in OWN_TEMP_FOLDERS:
+        if status in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            print(f"kept for inspection: {folder}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(config.stash.get(EXIT_STATUS, 0))
+    os._exit(status)
 
 
 def _tell_watchdog(config, line: str) -> None:

@@ -7,6 +7,7 @@ moment the answer (the last enabled slot's output with the same header stamp) ar
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 import threading
@@ -274,6 +275,7 @@ def run_on_bag(
         result.answered = dict(answers.times)
         recorder.stop()
         session.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
         result.failures = list(session.failures)
         replayer.close()
         probe.close()
@@ -444,7 +446,8 @@ def run_closed_loop(
     settings = (*(s.format(clock=clock, scenario=scenario) for s in SIMULATOR_SETTINGS),
                 f"simulator.lidar_subscribers={_consumers(graph, trigger) + 1}",  # + this evaluator's frame counter
                 f"simulator.camera_subscribers={_consumers(graph, CAMERA_TOPIC)}")
-    processes = options.processes(Path(tempfile.mkdtemp(prefix="racestack-run-")), extra_set=settings)
+    run_dir = Path(tempfile.mkdtemp(prefix="racestack-run-"))
+    processes = options.processes(run_dir, extra_set=settings)
     node_log = _log_to(out_dir / "nodes.log")
     prepare_onnx_files(node_log)
     session = LaunchSession(processes, echo=node_log)
@@ -505,6 +508,7 @@ def run_closed_loop(
         result.answered = dict(answers.times)
         recorder.stop()
         session.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
         result.failures = list(session.failures)
         probe.close()
     return result
