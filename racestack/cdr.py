@@ -139,12 +139,26 @@ def _fixed_size(plan: Any, max_align: int) -> tuple[int, int] | None:
     return None
 
 
-class _Walker:
+class CdrReader:
+    """Offset-based reads of serialized bytes (offsets count from after the 4-byte encapsulation
+    header), aligned and bounds-checked as the encapsulation says: the checker walks a whole type
+    with it, and readers of one message type (``racestack.pointcloud.cloud_from_cdr``) take its values.
+    Every failure is a CdrError whose text starts with the field's path."""
+
     def __init__(self, data: bytes | memoryview, little: bool, max_align: int) -> None:
-        self.data = memoryview(data)[4:]
+        self.data = memoryview(data).cast("B")[4:]
         self.size = len(self.data)
-        self.uint32 = struct.Struct("<I" if little else ">I").unpack_from
+        self.order = "<" if little else ">"
+        self.uint32 = struct.Struct(self.order + "I").unpack_from
         self.max_align = max_align
+
+    @classmethod
+    def of(cls, data: bytes | memoryview) -> CdrReader:
+        """A reader of ``data``; CdrError when it does not start with a known encapsulation header."""
+        layout = ENCAPSULATIONS.get(bytes(data[:2])) if len(data) >= 4 else None
+        if layout is None:
+            raise CdrError("the bytes do not start with a known CDR encapsulation header")
+        return cls(data, *layout)
 
     def align(self, offset: int, alignment: int) -> int:
         alignment = min(alignment, self.max_align)
@@ -153,14 +167,45 @@ class _Walker:
     def need(self, offset: int, count: int, path: str) -> int:
         end = offset + count
         if end > self.size:
-            raise CdrError(f"{path}: needs bytes {offset + 4}..{end + 4} but the message has {self.size + 4}")
+            raise CdrError(
+                f"{path}: needs bytes {offset + 4}..{end + 4} but the message ends at byte {self.size + 4}"
+            )
         return end
 
     def count(self, offset: int, path: str) -> tuple[int, int]:
+        """(a uint32 such as a sequence length, the offset after it)."""
         offset = self.align(offset, 4)
         end = self.need(offset, 4, path)
         return self.uint32(self.data, offset)[0], end
 
+    def unpack(self, code: str, offset: int, path: str) -> tuple[tuple, int]:
+        """(the values of struct ``code``, items of one size, e.g. "iI"; the offset after them)."""
+        offset = self.align(offset, struct.calcsize(code[0]))
+        end = self.need(offset, struct.calcsize(self.order + code), path)
+        return struct.unpack_from(self.order + code, self.data, offset), end
+
+    def octets(self, offset: int, path: str) -> tuple[memoryview, int]:
+        """(a byte sequence as a view of the data, the offset after it)."""
+        length, offset = self.count(offset, path)
+        end = self.need(offset, length, path)
+        return self.data[offset:end], end
+
+    def string(self, offset: int, path: str, bound: int = 0) -> tuple[str, int]:
+        length, offset = self.count(offset, path)
+        if length == 0:
+            raise CdrError(f"{path}: string is unterminated (length 0, no NUL)")
+        if bound and length - 1 > bound:
+            raise CdrError(f"{path}: string of {length - 1} chars exceeds its bound {bound}")
+        end = self.need(offset, length, path)
+        if self.data[end - 1] != 0:
+            raise CdrError(f"{path}: string is unterminated (no NUL at its end)")
+        try:
+            return bytes(self.data[offset : end - 1]).decode("utf-8"), end
+        except UnicodeDecodeError as exc:
+            raise CdrError(f"{path}: string is not UTF-8 ({exc.reason})") from None
+
+
+class _Walker(CdrReader):
     def walk(self, plan: Any, offset: int, path: str) -> int:
         if plan is _UnsupportedError:
             raise _UnsupportedError
@@ -168,19 +213,7 @@ class _Walker:
             offset = self.align(offset, plan.size)
             return self.need(offset, plan.size, path)
         if isinstance(plan, _Str):
-            length, offset = self.count(offset, path)
-            if length == 0:
-                raise CdrError(f"{path}: string length 0 (no terminator)")
-            if plan.bound and length - 1 > plan.bound:
-                raise CdrError(f"{path}: string of {length - 1} chars exceeds its bound {plan.bound}")
-            end = self.need(offset, length, path)
-            if self.data[end - 1] != 0:
-                raise CdrError(f"{path}: string not NUL-terminated")
-            try:
-                bytes(self.data[offset : end - 1]).decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise CdrError(f"{path}: string is not UTF-8 ({exc.reason})") from None
-            return end
+            return self.string(offset, path, plan.bound)[1]
         if isinstance(plan, _Struct):
             for name, member in plan.members:
                 offset = self.walk(member, offset, f"{path}.{name}" if path else name)

@@ -10,7 +10,6 @@ a packed array into the message buffer. No rclpy here: usable in training and ba
 from __future__ import annotations
 
 import array
-import struct
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
-from racestack.cdr import ENCAPSULATIONS
+from racestack.cdr import CdrError, CdrReader
 from racestack.errors import InputError
 
 # PointField datatype code -> numpy type character code (without byte order).
@@ -257,79 +256,45 @@ class SerializedCloud:
     is_dense: bool
 
 
-class _CdrReader:
-    """Sequential reads of CDR primitives with the encapsulation's byte order and alignment."""
-
-    def __init__(self, data: bytes | memoryview) -> None:
-        self.buf = memoryview(data).cast("B")
-        layout = ENCAPSULATIONS.get(bytes(self.buf[:2]))
-        if layout is None or len(self.buf) < 4:
-            raise InputError("layout", "serialized cloud does not start with a CDR encapsulation header")
-        self.order = "<" if layout[0] else ">"
-        self.pos = 4
-
-    def _take(self, size: int, align: int) -> int:
-        start = self.pos + (-(self.pos - 4) % align)
-        if start + size > len(self.buf):
-            raise InputError("layout", f"serialized cloud ends at byte {len(self.buf)}, inside a field at {start}")
-        self.pos = start + size
-        return start
-
-    def unpack(self, code: str) -> tuple:
-        size = struct.calcsize(self.order + code)
-        return struct.unpack_from(self.order + code, self.buf, self._take(size, min(size, 4)))
-
-    def uint8(self) -> int:
-        return self.buf[self._take(1, 1)]
-
-    def uint32(self) -> int:
-        return self.unpack("I")[0]
-
-    def octets(self) -> memoryview:
-        size = self.uint32()
-        start = self._take(size, 1)
-        return self.buf[start : start + size]
-
-    def string(self) -> str:
-        raw = self.octets()
-        if not raw or raw[-1] != 0:
-            raise InputError("layout", f"string ending at byte {self.pos} of the serialized cloud is unterminated")
-        try:
-            return bytes(raw[:-1]).decode()
-        except UnicodeDecodeError as exc:
-            raise InputError("layout", f"string in the serialized cloud is not UTF-8: {exc}") from None
-
-
 def cloud_from_cdr(data: bytes | memoryview) -> SerializedCloud:
     """The cloud in serialized sensor_msgs/PointCloud2 bytes, its points left in place.
 
     InputError('layout') when the bytes end early or do not form the message; the field layout itself
     is checked where the points are read (``cloud_to_array``).
     """
-    reader = _CdrReader(data)
-    sec, nanosec = reader.unpack("iI")
-    header = Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=reader.string())
-    height, width = reader.unpack("II")
-    count = reader.uint32()
+    try:
+        return _read_cloud(CdrReader.of(data))
+    except CdrError as exc:
+        raise InputError("layout", f"serialized cloud: {exc}") from None
+
+
+def _read_cloud(reader: CdrReader) -> SerializedCloud:
+    (sec, nanosec), at = reader.unpack("iI", 0, "header.stamp")
+    frame_id, at = reader.string(at, "header.frame_id")
+    (height, width), at = reader.unpack("II", at, "height")
+    count, at = reader.count(at, "fields")
     if count > MAX_CLOUD_FIELDS:
         raise InputError("layout", f"cloud declares {count} fields (at most {MAX_CLOUD_FIELDS} are read)")
     fields = []
-    for _ in range(count):
-        name = reader.string()
-        offset = reader.uint32()
-        datatype = reader.uint8()
-        fields.append(PointField(name=name, offset=offset, datatype=datatype, count=reader.uint32()))
-    is_bigendian = bool(reader.uint8())
-    point_step, row_step = reader.unpack("II")
-    points = reader.octets()
+    for index in range(count):
+        path = f"fields[{index}]"
+        name, at = reader.string(at, path + ".name")
+        (offset,), at = reader.unpack("I", at, path + ".offset")
+        (datatype,), at = reader.unpack("B", at, path + ".datatype")
+        (points_per_field,), at = reader.unpack("I", at, path + ".count")
+        fields.append(PointField(name=name, offset=offset, datatype=datatype, count=points_per_field))
+    (is_bigendian,), at = reader.unpack("B", at, "is_bigendian")
+    (point_step, row_step), at = reader.unpack("II", at, "point_step")
+    points, at = reader.octets(at, "data")
+    (is_dense,), _ = reader.unpack("B", at, "is_dense")
     return SerializedCloud(
-        header=header,
+        header=Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id),
         height=height,
         width=width,
         fields=tuple(fields),
-        is_bigendian=is_bigendian,
+        is_bigendian=bool(is_bigendian),
         point_step=point_step,
         row_step=row_step,
         data=points,
-        is_dense=bool(reader.uint8()),
+        is_dense=bool(is_dense),
     )
