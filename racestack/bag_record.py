@@ -188,6 +188,15 @@ class Recorder:
     def subscribed(self) -> set[str]:
         return {topic for topic, entry in self._subscribed.items() if entry.subscription is not None}
 
+    def matched_publishers(self) -> dict[str, int]:
+        """Publishers each recording subscription has matched, on the subscription's side: what a
+        publisher sends before this side has matched it is not recorded."""
+        return {
+            topic: entry.subscription.get_publisher_count()
+            for topic, entry in list(self._subscribed.items())
+            if entry.subscription is not None
+        }
+
     def _run(self) -> None:
         """The recording thread: the bag is opened, written and closed here (sqlite3 needs one thread)."""
         try:

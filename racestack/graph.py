@@ -23,7 +23,10 @@ from racestack.paths import resolve_share_path
 # fragments, each its own shared-memory push, reader wake-up and reassembly copy: 25 for a 1.6 MB
 # cloud. Measured here with 53 clouds/s of 1.6 MB, a reader taking 40 of them spent 110 ms of CPU per
 # second instead of 30 (docs/architecture.md). Participants with plain LARGE_DATA still talk to these.
-FASTDDS_TRANSPORTS = "LARGE_DATA?max_msg_size=4MB&sockets_size=4MB"
+# A message stays in its writer's shared-memory segment (2 x sockets_size) until every reader has read
+# it: 16 MB hold two 6.3 MB Ouster OS1-64 sweeps in flight, where 8 MB let the second overwrite the
+# first while a busy reader had not read it yet (tests/test_runtime_ros.py).
+FASTDDS_TRANSPORTS = "LARGE_DATA?max_msg_size=4MB&sockets_size=8MB"
 
 DEFAULT_ENVIRONMENT = {
     "FASTDDS_BUILTIN_TRANSPORTS": FASTDDS_TRANSPORTS,

@@ -1,8 +1,10 @@
 """A publisher process for the bag tests: a few topics with distinct QoS, every message saved.
 
 ``python tests/bag_streams.py OUT.pkl --rounds N`` publishes a latched map at once, waits for a
-subscriber (the recorder) on every stream, then N rounds of cloud, odometry, text and a best-effort
-status, and pickles ``[(topic, serialized bytes), ...]`` in publish order for byte comparisons.
+subscriber (the recorder) on every stream, and for the file named by ``--go`` if given (the caller
+saw its recorder's side match: a best-effort message sent before that is lost), then publishes N
+rounds of cloud, odometry, text and a best-effort status, and pickles ``[(topic, serialized bytes),
+...]`` in publish order for byte comparisons.
 Without a subscriber on every stream within 30 s it publishes nothing more and exits 3.
 Messages go out pre-serialized: a message object would be serialized again by the middleware,
 whose padding bytes differ from ``serialize_message``'s, so only bytes compare exactly end to end.
@@ -11,6 +13,7 @@ whose padding bytes differ from ``serialize_message``'s, so only bytes compare e
 from __future__ import annotations
 
 import argparse
+import pathlib
 import pickle
 import time
 
@@ -73,11 +76,20 @@ def round_messages(k: int, stamp_ns: int) -> list[tuple[str, object]]:
     ]
 
 
+def _wait_for_file(path: pathlib.Path, deadline: float) -> bool:
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def main(node: Node, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--go", help="publish the streams once this file exists (the caller saw them matched)")
     args = parser.parse_args(argv)
     qos = {CLOUD: result_qos(5), ODOM: result_qos(5), TEXT: result_qos(5), STATUS: sensor_qos(5)}
     types = {CLOUD: PointCloud2, ODOM: Odometry, TEXT: String, STATUS: String}
@@ -94,6 +106,9 @@ def main(node: Node, argv: list[str] | None = None) -> int:
             print(f"no subscriber on {unmatched} after 30 s: no stream published", flush=True)
             return NO_SUBSCRIBER
         time.sleep(0.05)
+    if args.go and not _wait_for_file(pathlib.Path(args.go), time.monotonic() + 30.0):
+        print(f"no go from the caller ({args.go}) within 30 s: no stream published", flush=True)
+        return NO_SUBSCRIBER
     time.sleep(0.5)
     for k in range(args.rounds):
         for topic, msg in round_messages(k, time.time_ns()):

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -92,10 +92,14 @@ def print_niceness() -> int:
 STACKS_GRACE_S = 3.0
 
 
-def run_command(cmd: list[str], timeout: float, **kwargs: Any) -> subprocess.CompletedProcess:
+def run_command(
+    cmd: list[str], timeout: float, meanwhile: Callable[[subprocess.Popen], None] | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess:
     """``subprocess.run`` with output captured; a command still running after ``timeout`` fails the
-    test showing its output and stacks (``stuck``)."""
+    test showing its output and stacks (``stuck``). ``meanwhile`` runs once the process has started."""
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as process:
+        if meanwhile is not None:
+            meanwhile(process)
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

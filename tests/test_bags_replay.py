@@ -15,18 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from bag_streams import ALL_TOPICS, CLOUD, MAP, NO_SUBSCRIBER, ODOM, STATUS, TEXT
+from bag_streams import ALL_TOPICS, CLOUD, MAP, NO_SUBSCRIBER, ODOM, STATUS, STREAMS, TEXT
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import PointCloud2
-from support import DISCOVERY_S, launched, run_command, stuck
+from support import DISCOVERY_S, diagnostics_values, launched, run_command, stuck
 
 from racestack.bag_record import Recorder
-from racestack.bag_replay import BagReplayer
+from racestack.bag_replay import MATCH_SETTLE_S, BagReplayer
 from racestack.bags import Bag, BagWriter, qos_profile
 from racestack.cdr import header_stamp_ns, message_class
-from racestack.node import ns_to_stamp, result_qos
+from racestack.node import ns_to_stamp, result_qos, sensor_qos
 from racestack.pointcloud import cloud_to_array, xyz_to_cloud
 from racestack.probe import Probe
 
@@ -137,14 +138,35 @@ def as_received(sent: bytes, received: bytes) -> bool:
     return received[: len(sent)] == sent and len(padding) < 4 and not any(padding)
 
 
-def publish_streams(out: Path, rounds: int) -> None:
+def publish_streams(out: Path, rounds: int, recorder: Recorder | None = None) -> None:
     """The publisher process; a second one when the first never matched the recorder (a participant
-    that missed discovery does not catch up by waiting: seen once in a fresh-clone run)."""
-    command = [sys.executable, str(HERE / "bag_streams.py"), str(out), "--rounds", str(rounds)]
-    done = run_command(command, timeout=90)
+    that missed discovery does not catch up by waiting: seen once in a fresh-clone run).
+
+    With ``recorder`` (in this process) the streams go out once its subscriptions have matched them
+    too. The publisher sees only its own side: after a module of node tests, this process's side
+    matched over 0.5 s later, and the first two best-effort statuses were lost."""
+    done = _run_publisher(out, rounds, recorder)
     if done.returncode == NO_SUBSCRIBER:
-        done = run_command(command, timeout=90)
+        done = _run_publisher(out, rounds, recorder)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _run_publisher(out: Path, rounds: int, recorder: Recorder | None) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(HERE / "bag_streams.py"), str(out), "--rounds", str(rounds)]
+    if recorder is None:
+        return run_command(command, timeout=90)
+    go = out.with_name(f"{out.name}.go")
+    go.unlink(missing_ok=True)
+
+    def go_once_matched(process: subprocess.Popen) -> None:
+        deadline = time.monotonic() + 60.0
+        while process.poll() is None and time.monotonic() < deadline:
+            if all(recorder.matched_publishers().get(topic, 0) > 0 for topic in STREAMS):
+                go.touch()
+                return
+            time.sleep(0.02)
+
+    return run_command([*command, "--go", str(go)], timeout=90, meanwhile=go_once_matched)
 
 
 TYPES = {
@@ -240,7 +262,7 @@ def test_sqlite3_record_api_and_replay(tmp_path, probe):
     bag = tmp_path / "streams_sqlite"
     recorder = Recorder(bag, all_topics=True, storage="sqlite3", log=lambda text: None).start()
     try:
-        publish_streams(tmp_path / "sent.pkl", rounds=4)
+        publish_streams(tmp_path / "sent.pkl", rounds=4, recorder=recorder)
     finally:
         summary = recorder.stop()
     with open(tmp_path / "sent.pkl", "rb") as handle:
@@ -336,6 +358,36 @@ def test_ouster_bag_replays_with_its_timing(real_data, probe):
     assert len(ticks) >= 3 and min(ticks) >= stamps[0] and max(ticks) == stamps[1]
 
 
+def test_a_stalled_best_effort_reader_still_gets_two_sensor_size_clouds(tmp_path, probe):
+    """A message stays in its writer's shared-memory segment until every reader has read it. The
+    stack's transports size that segment for two 6.4 MB sweeps (an Ouster OS1-64's) in flight: with
+    an 8 MB one, the second overwrote the first while a stopped recorder had not read it yet."""
+    topic, bag = "/bagtest/big", tmp_path / "big"
+    recorder = start_racestack("record", "-o", str(bag), topic)
+    stamps = []
+    try:
+        publisher = probe.publisher(PointCloud2, topic, sensor_qos(5))  # best effort: nothing sent again
+        assert probe.wait_for(lambda: publisher.get_subscription_count() > 0, DISCOVERY_S)
+        time.sleep(MATCH_SETTLE_S)  # the recorder's side of the match
+        recorder.send_signal(signal.SIGSTOP)  # its DDS threads too: nothing is read while stopped
+        try:
+            for k in (1, 2):
+                cloud = xyz_to_cloud(np.full((400_000, 4), k, np.float32), ("x", "y", "z", "intensity"))
+                cloud.header.stamp = ns_to_stamp(time.time_ns())
+                stamps.append(header_stamp_ns(serialize_message(cloud), PointCloud2))
+                publisher.publish(cloud)
+                time.sleep(0.1)
+            time.sleep(0.5)
+        finally:
+            recorder.send_signal(signal.SIGCONT)
+        time.sleep(1.0)
+    finally:
+        code, log = interrupt(recorder)
+    assert code == 0, log
+    recorded = [header_stamp_ns(data, PointCloud2) for _, data in stored(bag)]
+    assert recorded == stamps, log
+
+
 def test_ouster_bag_through_the_cloud_relay_node(real_data):
     bag = real_data / OUSTER
     with Bag(bag) as opened:
@@ -350,13 +402,18 @@ def test_ouster_bag_through_the_cloud_relay_node(real_data):
     logs: list[str] = []
     with launched({"relay": relay}, echo=logs.append), Probe("relay_probe") as probe:
         out = probe.collect(PointCloud2, "/bagtest/clean", result_qos(5))
+        diagnostics = probe.collect(DiagnosticArray, "/diagnostics", keep=20)
         # the relay answers at once: its output must reach us before the first frame goes out
         assert probe.wait_for(lambda: probe.node.count_publishers("/bagtest/clean") >= 1, 30.0)
         time.sleep(1.0)
-        result = run_racestack("replay", str(bag), "--wait-for-subscribers", "20")
+        # a quarter of the recorded rate: the relay's input keeps the newest frame only, and a relay
+        # that had not taken the first sweep 0.1 s later on a busy machine would answer one of two
+        result = run_racestack("replay", str(bag), "--wait-for-subscribers", "20", "--rate", "0.25")
         assert result.returncode == 0, result.stdout + result.stderr
         probe.wait_for(lambda: len(out.items) >= len(inputs), 10.0)
-        answered = f"{len(out.items)} of {len(inputs)} frames answered; relay said:\n" + "\n".join(logs)
+        relay_said = diagnostics_values(diagnostics.messages(), "cloud_relay")
+        answered = f"{len(out.items)} of {len(inputs)} frames answered; diagnostics {relay_said}; relay said:\n"
+        answered += "\n".join(logs)
         assert len(out.items) == len(inputs), answered
         for msg in out.messages():
             source = inputs[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec]  # same stamp
