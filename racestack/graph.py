@@ -25,7 +25,7 @@ from racestack.paths import resolve_share_path
 # second instead of 30 (docs/architecture.md). Participants with plain LARGE_DATA still talk to these.
 # A message stays in its writer's shared-memory segment (2 x sockets_size) until every reader has read
 # it: 16 MB hold two 6.3 MB Ouster OS1-64 sweeps in flight, where 8 MB let the second overwrite the
-# first while a busy reader had not read it yet (tests/test_runtime_ros.py).
+# first while a busy reader had not read it yet (tests/test_bags_replay.py).
 FASTDDS_TRANSPORTS = "LARGE_DATA?max_msg_size=4MB&sockets_size=8MB"
 
 DEFAULT_ENVIRONMENT = {
