@@ -16,6 +16,7 @@ import argparse
 import pathlib
 import pickle
 import time
+from collections.abc import Callable
 
 import numpy as np
 import rclpy
@@ -76,8 +77,10 @@ def round_messages(k: int, stamp_ns: int) -> list[tuple[str, object]]:
     ]
 
 
-def _wait_for_file(path: pathlib.Path, deadline: float) -> bool:
-    while not path.exists():
+def wait_until(ready: Callable[[], bool], timeout_s: float) -> bool:
+    """Polls ``ready`` until it holds (True) or ``timeout_s`` has passed (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
@@ -99,14 +102,11 @@ def main(node: Node, argv: list[str] | None = None) -> int:
     track = serialize_message(track_path(time.time_ns()))
     map_pub.publish(track)
     sent.append((MAP, track))
-    deadline = time.monotonic() + 30.0
-    while any(p.get_subscription_count() == 0 for p in pubs.values()):
-        if time.monotonic() > deadline:
-            unmatched = [topic for topic, p in pubs.items() if p.get_subscription_count() == 0]
-            print(f"no subscriber on {unmatched} after 30 s: no stream published", flush=True)
-            return NO_SUBSCRIBER
-        time.sleep(0.05)
-    if args.go and not _wait_for_file(pathlib.Path(args.go), time.monotonic() + 30.0):
+    if not wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), 30.0):
+        unmatched = [topic for topic, p in pubs.items() if p.get_subscription_count() == 0]
+        print(f"no subscriber on {unmatched} after 30 s: no stream published", flush=True)
+        return NO_SUBSCRIBER
+    if args.go and not wait_until(pathlib.Path(args.go).exists, 30.0):
         print(f"no go from the caller ({args.go}) within 30 s: no stream published", flush=True)
         return NO_SUBSCRIBER
     time.sleep(0.5)

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import rclpy
+from bag_streams import wait_until
 from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 
@@ -27,21 +28,13 @@ WAIT_S = 60.0
 STAY_S = 3.0
 
 
-def _wait(ready, deadline: float) -> bool:
-    while not ready():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def main(node: Node, topic: str, go: pathlib.Path) -> int:
     publisher = node.create_publisher(PointCloud2, topic, sensor_qos(5))  # best effort: nothing sent again
-    if not _wait(lambda: publisher.get_subscription_count() > 0, time.monotonic() + WAIT_S):
+    if not wait_until(lambda: publisher.get_subscription_count() > 0, WAIT_S):
         print("no subscriber", flush=True)
         return 3
     print("matched", flush=True)
-    if not _wait(go.exists, time.monotonic() + WAIT_S):
+    if not wait_until(go.exists, WAIT_S):
         print("no go", flush=True)
         return 3
     stamps = []
