@@ -16,8 +16,8 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
-from racestack.contexts import close_private_node, destroy_node_watched, open_private_context
-from racestack.node import result_qos, take_all
+from racestack.contexts import close_private_node, open_private_context
+from racestack.node import create_polled_subscription, result_qos, take_all
 
 
 @dataclass
@@ -64,7 +64,6 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._publishers: dict[str, Any] = {}
-        self._polled_node: Node | None = None
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
@@ -122,11 +121,7 @@ class Probe:
         executor's wake-up per message (a third of that process's CPU), and the reception time is
         the transport's, not the moment a Python thread got to the message.
         """
-        if self._polled_node is None:
-            self._polled_node = Node(f"{self.node.get_name()}_polled", context=self.context)
-        subscription = self._polled_node.create_subscription(
-            msg_type, topic, lambda _: None, qos or result_qos(10), raw=True
-        )
+        subscription = create_polled_subscription(self.node, msg_type, topic, qos or result_qos(10), raw=True)
 
         def take() -> list[tuple[bytes, int]]:
             return [(data, info["received_timestamp"]) for data, info in take_all(subscription)]
@@ -158,8 +153,6 @@ class Probe:
                 flush=True,
             )
             return
-        if self._polled_node is not None:
-            destroy_node_watched(self._polled_node)
         close_private_node(self.node, self.context, self.executor)
 
     def __enter__(self) -> Probe:
