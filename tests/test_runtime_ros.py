@@ -161,6 +161,29 @@ def test_a_poller_takes_what_arrived_with_its_reception_time(stack) -> None:
     assert take() == []
 
 
+def test_a_polled_subscription_never_wakes_the_executor(stack) -> None:
+    """Messages waiting on a polled subscription (``PolledGroup``) stay for ``take_all`` and cost the
+    probe's executor thread nothing. With the subscription's QoS events in its wait set, the executor
+    woke on every message and spun for as long as one was untaken (the bench's replayer at 52 % of a
+    core)."""
+    from racestack.node import sensor_qos
+
+    _, probe, _, _, _, _ = stack
+    take = probe.poller(PointCloud2, "/sensing/lidar/points_clean", sensor_qos(10))
+    assert probe.wait_for(lambda: probe.node.count_subscribers("/sensing/lidar/points_clean") >= 2, DISCOVERY_S)
+    spinner = psutil.Process().pid, probe._thread.native_id
+
+    def spinner_cpu_s() -> float:
+        return next(t.user_time + t.system_time for t in psutil.Process(spinner[0]).threads() if t.id == spinner[1])
+
+    before = spinner_cpu_s()
+    for _ in range(6):
+        _send(probe, _cloud(probe, np.full((50, 4), 2.0, np.float32)), pause=0.25)
+    spent = spinner_cpu_s() - before
+    assert take(), "no relayed cloud waited on the polled subscription"
+    assert spent < 0.3, f"the probe's executor thread used {spent:.2f} s of CPU in 1.5 s with clouds left untaken"
+
+
 def test_bad_clouds_are_rejected_counted_and_logged_once(stack) -> None:
     _, probe, centroids, _, diagnostics, lines = stack
     good = np.ones((100, 4), np.float32)
