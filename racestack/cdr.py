@@ -294,6 +294,17 @@ def with_header_stamp(data: bytes, msg_class: type, stamp_ns: int) -> bytes:
     return b"".join((data[:4], stamp, memoryview(data)[12:]))
 
 
+def serialized_with_trailing_bytes(msg: Any, payload: bytes | memoryview) -> bytes:
+    """``msg``, whose last field is an empty byte sequence, serialized with that field set to ``payload``.
+
+    rclpy is imported here, not with the module: the grid and image helpers that call this also serve
+    dataset export and training, which run where rclpy is not installed (a GPU machine's own Python).
+    """
+    from rclpy.serialization import serialize_message
+
+    return with_trailing_bytes(serialize_message(msg), payload)
+
+
 def with_trailing_bytes(empty: bytes, payload: bytes | memoryview) -> bytes:
     """Serialized ``empty`` (a message whose last field is a byte sequence, left empty: Image.data,
     OccupancyGrid.data) with that field set to ``payload``.

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from nav_msgs.msg import OccupancyGrid
-from rclpy.serialization import serialize_message
 
-from racestack.cdr import with_trailing_bytes
+from racestack.cdr import serialized_with_trailing_bytes
 from racestack.errors import InputError
 
 
@@ -87,7 +86,7 @@ def grid_to_occupancy(values: np.ndarray, grid: BevGrid, header=None) -> Occupan
 
 def serialized_occupancy(values: np.ndarray, grid: BevGrid, header=None) -> bytes:
     """The serialized ``grid_to_occupancy(values, grid, header)``, for a publisher: one copy of the cells."""
-    return with_trailing_bytes(serialize_message(_occupancy_without_data(values, grid, header)), _cells(values).data)
+    return serialized_with_trailing_bytes(_occupancy_without_data(values, grid, header), _cells(values).data)
 
 
 def _cells(values: np.ndarray) -> np.ndarray:

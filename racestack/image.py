@@ -7,10 +7,9 @@ import re
 import sys
 
 import numpy as np
-from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
 
-from racestack.cdr import with_trailing_bytes
+from racestack.cdr import serialized_with_trailing_bytes
 from racestack.errors import InputError
 
 _NAMED: dict[str, tuple[str, int]] = {
@@ -94,7 +93,7 @@ def array_to_image(values: np.ndarray, encoding: str, header=None) -> Image:
 def serialized_image(values: np.ndarray, encoding: str, header=None) -> bytes:
     """The serialized ``array_to_image(values, encoding, header)``, for a publisher: one copy of the pixels."""
     msg, values = _image_without_data(values, encoding, header)
-    return with_trailing_bytes(serialize_message(msg), values.reshape(-1).view(np.uint8).data)
+    return serialized_with_trailing_bytes(msg, values.reshape(-1).view(np.uint8).data)
 
 
 def _image_without_data(values: np.ndarray, encoding: str, header) -> tuple[Image, np.ndarray]:
