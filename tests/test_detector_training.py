@@ -1,5 +1,8 @@
 """Training and inference with the network disabled: nothing may be downloaded (issue 5).
 
+The children also run without rclpy and polars, as on a GPU machine's own Python: data export,
+training, export and inference need neither (docs/training.md).
+
 A tiny YOLO data set is exported from the simulator, then ``racestack train detector`` runs one
 short epoch and ``racestack export detector`` plus ONNX Runtime inference run on its checkpoint,
 each in a child process whose every attempt to open a network connection or resolve a host name
@@ -42,6 +45,15 @@ GUARD = textwrap.dedent(
 
 
     sys.addaudithook(_refuse)
+
+
+    class _Absent:  # as on a GPU machine's own Python: neither rclpy nor polars is installed
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in ("rclpy", "polars"):
+                raise ImportError(f"no module named {{name!r}} (absent in this test)")
+
+
+    sys.meta_path.insert(0, _Absent())
     """
 )
 

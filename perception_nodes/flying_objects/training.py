@@ -10,6 +10,7 @@ plots are off (they download a font). The best checkpoint is copied to ``--out``
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shlex
 import shutil
@@ -80,6 +81,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def train(args: argparse.Namespace) -> Path:
     """Train and return the best checkpoint ultralytics kept."""
     YOLO = offline_yolo()
+    read_results_without_polars_if_missing()
     source, fine_tune = model_source(args.model)
     name = args.name or Path(source).stem
     options = {
@@ -115,6 +117,27 @@ def train(args: argparse.Namespace) -> Path:
     model = YOLO(source, task="detect")
     model.train(**options)
     return Path(model.trainer.best if Path(model.trainer.best).is_file() else model.trainer.last)
+
+
+def read_results_without_polars_if_missing() -> None:
+    """ultralytics reads its results.csv with polars when it saves a checkpoint; where polars is not
+    installed (a GPU machine's own Python: its runtime is a 54 MB wheel), the csv module reads it."""
+    try:
+        import polars  # noqa: F401
+    except ImportError:
+        from ultralytics.engine.trainer import BaseTrainer
+
+        BaseTrainer.read_results_csv = results_as_columns
+
+
+def results_as_columns(trainer) -> dict[str, list[float]]:
+    """The trainer's results.csv as {column: values}, what ultralytics stores in its checkpoints."""
+    try:
+        with open(trainer.csv, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError:
+        return {}
+    return {name.strip(): [float(row[name]) for row in rows] for name in rows[0]} if rows else {}
 
 
 def run(args: argparse.Namespace) -> int:
