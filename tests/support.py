@@ -118,3 +118,16 @@ def stuck(process: subprocess.Popen, what: str) -> AssertionError:
         stdout, stderr = process.communicate()
     output = f"{(stdout or '')[-3000:]}\n{(stderr or '')[-8000:]}"
     return AssertionError(f"{' '.join(map(str, process.args))} {what}; its output and stacks:\n{output}")
+
+
+def absent_modules_code(*names: str) -> str:
+    """Python source that makes ``names`` (top-level packages) fail to import in the process that runs
+    it, as on a machine without them (a GPU machine's own Python has neither rclpy nor polars)."""
+    return (
+        "import sys\n"
+        "class _Absent:\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        f"        if name.split('.')[0] in {tuple(names)!r}:\n"
+        "            raise ImportError(f'no module named {name!r} (absent in this test)')\n"
+        "sys.meta_path.insert(0, _Absent())\n"
+    )

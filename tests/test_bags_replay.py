@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from bag_streams import ALL_TOPICS, CLOUD, MAP, NO_SUBSCRIBER, ODOM, STATUS, STREAMS, TEXT
+from bag_streams import ALL_TOPICS, CLOUD, MAP, NO_SUBSCRIBER, ODOM, STATUS, STREAMS, TEXT, wait_until
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
@@ -158,13 +158,12 @@ def _run_publisher(out: Path, rounds: int, recorder: Recorder | None) -> subproc
     go = out.with_name(f"{out.name}.go")
     go.unlink(missing_ok=True)
 
+    def matched() -> bool:
+        return all(recorder.matched_publishers().get(topic, 0) > 0 for topic in STREAMS)
+
     def go_once_matched(process: subprocess.Popen) -> None:
-        deadline = time.monotonic() + 60.0
-        while process.poll() is None and time.monotonic() < deadline:
-            if all(recorder.matched_publishers().get(topic, 0) > 0 for topic in STREAMS):
-                go.touch()
-                return
-            time.sleep(0.02)
+        if wait_until(lambda: matched() or process.poll() is not None, 60.0) and matched():
+            go.touch()
 
     return run_command([*command, "--go", str(go)], timeout=90, meanwhile=go_once_matched)
 

@@ -9,28 +9,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 
-from support import REPO
+from support import REPO, absent_modules_code
 
 from racestack.cli import COMMANDS
 from simulation.datasets import EXPORTERS
 
-BLOCK_RCLPY = textwrap.dedent(
-    """
-    import importlib
-    import sys
-
-    class NoRclpy:
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] == "rclpy":
-                raise ImportError(f"{name} imported at module level")
-
-    sys.meta_path.insert(0, NoRclpy())
-    for module in sys.argv[1:]:
-        importlib.import_module(module)
-    """
-)
+IMPORT_ALL = "import importlib\nfor module in sys.argv[1:]:\n    importlib.import_module(module)\n"
 
 
 def offline_modules() -> list[str]:
@@ -43,8 +28,8 @@ def offline_modules() -> list[str]:
 
 
 def test_training_export_and_evaluation_cores_import_without_rclpy() -> None:
-    modules = offline_modules()
+    script = absent_modules_code("rclpy") + IMPORT_ALL
     done = subprocess.run(
-        [sys.executable, "-c", BLOCK_RCLPY, *modules], cwd=REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script, *offline_modules()], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, f"a core needs rclpy to import:\n{done.stderr[-3000:]}"

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from support import REPO, run_command
+from support import REPO, absent_modules_code, run_command
 
 GUARD = textwrap.dedent(
     """
@@ -45,15 +45,6 @@ GUARD = textwrap.dedent(
 
 
     sys.addaudithook(_refuse)
-
-
-    class _Absent:  # as on a GPU machine's own Python: neither rclpy nor polars is installed
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in ("rclpy", "polars"):
-                raise ImportError(f"no module named {{name!r}} (absent in this test)")
-
-
-    sys.meta_path.insert(0, _Absent())
     """
 )
 
@@ -62,7 +53,7 @@ def offline_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
     log = tmp_path / "network_attempts.log"
     guard = tmp_path / "guard"
     guard.mkdir()
-    (guard / "sitecustomize.py").write_text(GUARD.format(log=str(log)))
+    (guard / "sitecustomize.py").write_text(GUARD.format(log=str(log)) + absent_modules_code("rclpy", "polars"))
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and k != "YOLO_OFFLINE"}
     env["PYTHONPATH"] = os.pathsep.join([str(guard), str(REPO), env.get("PYTHONPATH", "")])
     env["YOLO_CONFIG_DIR"] = str(tmp_path / "ultralytics_config")
