@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -312,8 +313,43 @@ def with_trailing_bytes(empty: bytes, payload: bytes | memoryview) -> bytes:
     One copy of the payload, where rclpy's publish of the message object makes three (its array, the
     C message, the serialization): ~0.4 ms of each 1 MB reconstruction map on this machine.
     """
-    layout = ENCAPSULATIONS.get(bytes(empty[:2]))
-    if layout is None or len(empty) < 8 or bytes(empty[-4:]) != bytes(4):
-        raise CdrError("not a CDR message ending in an empty sequence")
-    length = struct.pack("<I" if layout[0] else ">I", len(payload))
-    return b"".join((memoryview(empty)[:-4], length, payload))
+    return StampedTemplate(empty).serialize(None, payload)
+
+
+class StampedTemplate:
+    """A serialized message whose fields stay the same from frame to frame but for its stamps (at
+    ``stamp_offsets`` in the bytes, each a builtin_interfaces/Time) and its trailing byte sequence.
+
+    Serialized once; a frame then costs the stamps written and the payload joined. Building the
+    header and info of a map as message objects and serializing them took ~0.2 ms of each PPN frame.
+    """
+
+    def __init__(self, empty: bytes, stamp_offsets: Sequence[int] = ()) -> None:
+        layout = ENCAPSULATIONS.get(bytes(empty[:2]))
+        if layout is None or len(empty) < 8 or bytes(empty[-4:]) != bytes(4):
+            raise CdrError("not a CDR message ending in an empty sequence")
+        if any(offset < 4 or offset + 8 > len(empty) - 4 for offset in stamp_offsets):
+            raise CdrError(f"stamp offsets {list(stamp_offsets)} fall outside the message's fields")
+        self._prefix = bytes(memoryview(empty)[:-4])
+        self._order = "<" if layout[0] else ">"
+        self._stamp_offsets = tuple(stamp_offsets)
+
+    def serialize(self, stamp_ns: int | None, payload: bytes | memoryview) -> bytes:
+        """The message with every stamp set to ``stamp_ns`` (None: as serialized) and ``payload`` as its
+        trailing bytes: one copy of the payload."""
+        prefix = self._prefix
+        if stamp_ns is not None and self._stamp_offsets:
+            patched = bytearray(prefix)
+            stamp = struct.pack(self._order + "iI", *divmod(stamp_ns, 1_000_000_000))
+            for offset in self._stamp_offsets:
+                patched[offset : offset + 8] = stamp
+            prefix = patched
+        return b"".join((prefix, struct.pack(self._order + "I", len(payload)), payload))
+
+
+def header_frame_end(data: bytes | memoryview) -> int:
+    """Offset in serialized ``data`` (a message that begins with a std_msgs/Header) just after
+    ``header.frame_id``: where the message's own fields begin."""
+    reader = CdrReader.of(data)
+    _, offset = reader.unpack("iI", 0, "header.stamp")
+    return reader.string(offset, "header.frame_id")[1] + 4

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import array
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from nav_msgs.msg import OccupancyGrid
+from std_msgs.msg import Header
 
-from racestack.cdr import serialized_with_trailing_bytes
+from racestack.cdr import StampedTemplate, header_frame_end, serialized_with_trailing_bytes
 from racestack.errors import InputError
 
 
@@ -86,16 +88,33 @@ def grid_to_occupancy(values: np.ndarray, grid: BevGrid, header=None) -> Occupan
 
 def serialized_occupancy(values: np.ndarray, grid: BevGrid, header=None) -> bytes:
     """The serialized ``grid_to_occupancy(values, grid, header)``, for a publisher: one copy of the cells."""
-    return serialized_with_trailing_bytes(_occupancy_without_data(values, grid, header), _cells(values).data)
+    _check_shape(values, grid)
+    if header is None:
+        return _occupancy_template(grid, "").serialize(None, _cells(values).data)
+    stamp_ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    return _occupancy_template(grid, header.frame_id).serialize(stamp_ns, _cells(values).data)
+
+
+@lru_cache(maxsize=16)
+def _occupancy_template(grid: BevGrid, frame_id: str) -> StampedTemplate:
+    """header.stamp and info.map_load_time (4-aligned after the frame id) are the stamps."""
+    header = Header(frame_id=frame_id)
+    empty = serialized_with_trailing_bytes(_occupancy_without_data(np.zeros(grid.shape), grid, header), b"")
+    load_time = -(-header_frame_end(empty) // 4) * 4
+    return StampedTemplate(empty, (4, load_time))
 
 
 def _cells(values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.int8).reshape(-1).view(np.uint8)
 
 
-def _occupancy_without_data(values: np.ndarray, grid: BevGrid, header) -> OccupancyGrid:
+def _check_shape(values: np.ndarray, grid: BevGrid) -> None:
     if values.shape != grid.shape:
         raise ValueError(f"values of shape {values.shape} do not fit grid {grid.shape}")
+
+
+def _occupancy_without_data(values: np.ndarray, grid: BevGrid, header) -> OccupancyGrid:
+    _check_shape(values, grid)
     msg = OccupancyGrid()
     if header is not None:
         msg.header = header

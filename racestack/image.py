@@ -5,11 +5,13 @@ from __future__ import annotations
 import array
 import re
 import sys
+from functools import lru_cache
 
 import numpy as np
 from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 
-from racestack.cdr import serialized_with_trailing_bytes
+from racestack.cdr import StampedTemplate, serialized_with_trailing_bytes
 from racestack.errors import InputError
 
 _NAMED: dict[str, tuple[str, int]] = {
@@ -92,18 +94,36 @@ def array_to_image(values: np.ndarray, encoding: str, header=None) -> Image:
 
 def serialized_image(values: np.ndarray, encoding: str, header=None) -> bytes:
     """The serialized ``array_to_image(values, encoding, header)``, for a publisher: one copy of the pixels."""
-    msg, values = _image_without_data(values, encoding, header)
-    return serialized_with_trailing_bytes(msg, values.reshape(-1).view(np.uint8).data)
+    values = _pixels(values, encoding)
+    payload = values.reshape(-1).view(np.uint8).data
+    height, width = values.shape[:2]
+    if header is None:
+        return _image_template(height, width, encoding, "").serialize(None, payload)
+    stamp_ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    return _image_template(height, width, encoding, header.frame_id).serialize(stamp_ns, payload)
 
 
-def _image_without_data(values: np.ndarray, encoding: str, header) -> tuple[Image, np.ndarray]:
-    """The image's fields but its data, and the pixels as a contiguous native-order array."""
+@lru_cache(maxsize=16)
+def _image_template(height: int, width: int, encoding: str, frame_id: str) -> StampedTemplate:
+    values = np.zeros((height, width, encoding_layout(encoding)[1]), encoding_layout(encoding)[0])
+    msg, _ = _image_without_data(values, encoding, Header(frame_id=frame_id))
+    return StampedTemplate(serialized_with_trailing_bytes(msg, b""), (4,))
+
+
+def _pixels(values: np.ndarray, encoding: str) -> np.ndarray:
+    """(H, W, C) contiguous native-order pixels of ``values`` for ``encoding``; ValueError if they do not fit."""
     dtype, channels = encoding_layout(encoding)
     if values.ndim == 2:
         values = values[:, :, None]
     if values.ndim != 3 or values.shape[2] != channels:
         raise ValueError(f"encoding {encoding} needs {channels} channel(s), got array of shape {values.shape}")
-    values = np.ascontiguousarray(values, dtype=dtype.newbyteorder("="))
+    return np.ascontiguousarray(values, dtype=dtype.newbyteorder("="))
+
+
+def _image_without_data(values: np.ndarray, encoding: str, header) -> tuple[Image, np.ndarray]:
+    """The image's fields but its data, and the pixels as a contiguous native-order array."""
+    dtype, channels = encoding_layout(encoding)
+    values = _pixels(values, encoding)
     msg = Image()
     if header is not None:
         msg.header = header

@@ -103,24 +103,36 @@ def test_occupancy_round_trip_keeps_geometry() -> None:
 @pytest.mark.parametrize(("encoding", "shape"), [("mono8", (3, 5)), ("32FC4", (7, 9, 4)), ("16UC1", (1, 3))])
 def test_serialized_image_is_the_serialized_message(encoding: str, shape: tuple[int, ...]) -> None:
     """Byte payloads of every length (no trailing padding to get wrong), compared after a round trip
-    because CDR padding bytes are undefined."""
-    header = Header(frame_id="base_link")
-    header.stamp.sec, header.stamp.nanosec = 12, 345
+    because CDR padding bytes are undefined. Frame after frame (the fields are serialized once), each
+    frame's stamp and frame id."""
     values = np.random.default_rng(0).integers(0, 200, shape).astype(encoding_layout(encoding)[0])
-    built = deserialize_message(serialized_image(values, encoding, header), Image)
-    assert built == deserialize_message(serialize_message(array_to_image(values, encoding, header)), Image)
-    np.testing.assert_array_equal(image_to_array(built), values)
+    for header in _frame_headers():
+        built = deserialize_message(serialized_image(values, encoding, header), Image)
+        assert built == deserialize_message(serialize_message(array_to_image(values, encoding, header)), Image)
+        np.testing.assert_array_equal(image_to_array(built), values)
 
 
 def test_serialized_occupancy_is_the_serialized_message() -> None:
+    """As the image, and info.map_load_time (after the frame id, so at an offset that follows its
+    length) carries each frame's stamp too."""
     grid = BevGrid(x_min=-3.0, y_min=-2.0, resolution=0.5, width=5, height=3)
     labels = np.arange(15, dtype=np.int8).reshape(3, 5) - 1
-    header = Header(frame_id="base_link")
-    built = deserialize_message(serialized_occupancy(labels, grid, header), OccupancyGrid)
-    assert built == deserialize_message(serialize_message(grid_to_occupancy(labels, grid, header)), OccupancyGrid)
-    np.testing.assert_array_equal(occupancy_to_grid(built)[0], labels)
+    for header in _frame_headers():
+        built = deserialize_message(serialized_occupancy(labels, grid, header), OccupancyGrid)
+        assert built == deserialize_message(serialize_message(grid_to_occupancy(labels, grid, header)), OccupancyGrid)
+        assert built.info.map_load_time == (header or Header()).stamp
+        np.testing.assert_array_equal(occupancy_to_grid(built)[0], labels)
     with pytest.raises(CdrError, match="empty sequence"):
         with_trailing_bytes(serialize_message(grid_to_occupancy(labels, grid, header)), b"\x01")
+
+
+def _frame_headers() -> list[Header | None]:
+    headers: list[Header | None] = [None]
+    for frame_id, sec, nanosec in (("base_link", 12, 345), ("base_link", 13, 999_999_999), ("odom", 0, 7), ("", 1, 0)):
+        header = Header(frame_id=frame_id)
+        header.stamp.sec, header.stamp.nanosec = sec, nanosec
+        headers.append(header)
+    return headers
 
 
 def test_occupancy_refuses_wrong_sizes() -> None:
