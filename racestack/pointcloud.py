@@ -147,12 +147,22 @@ def _packed_float_view(points: np.ndarray, names: Sequence[str]) -> np.ndarray |
 
 
 def _drop_non_finite(columns: np.ndarray, coordinates: int) -> tuple[np.ndarray, int]:
-    """Rows whose coordinates are all finite (a column sum is ~10x faster than ``all(axis=1)``)."""
-    total = columns[:, 0].copy()
-    for i in range(1, coordinates):
-        total += columns[:, i]
-    if np.isfinite(total).all():
-        return columns, 0
+    """Rows whose coordinates are all finite.
+
+    The common case, all finite, is checked first in one pass: over the whole block when the columns
+    fill their rows (a packed x, y, z, intensity cloud: 34 us for 100k points; any non-finite value,
+    intensity too, then takes the exact path), else over a sum of the coordinate columns (109 us);
+    ``isfinite(...).all(axis=1)`` on the strided columns takes ~10x longer.
+    """
+    if columns.flags.c_contiguous:
+        if np.isfinite(columns).all():
+            return columns, 0
+    else:
+        total = columns[:, 0].copy()
+        for i in range(1, coordinates):
+            total += columns[:, i]
+        if np.isfinite(total).all():
+            return columns, 0
     finite = np.isfinite(columns[:, :coordinates]).all(axis=1)
     return columns[finite], int(finite.size - np.count_nonzero(finite))
 

@@ -167,6 +167,10 @@ def test_fast_path_is_a_view_and_nan_points_are_removed() -> None:
     assert np.isfinite(points).all()
     clean, _ = read_points(xyz_to_cloud(values[:3], ("x", "y", "z", "intensity")), extra=("intensity",))
     assert not clean.flags.owndata
+    values = values[30:]
+    values[5, 3] = np.nan  # a non-finite intensity drops no point
+    kept, dropped = read_points(xyz_to_cloud(values, ("x", "y", "z", "intensity")), extra=("intensity",))
+    assert dropped == 0 and kept.shape == values.shape and np.isnan(kept[5, 3])
 
 
 def test_missing_optional_field_is_zero_filled() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numba
 import numpy as np
 import torch
 
@@ -81,14 +82,26 @@ class PpnPipeline:
 def labels_from_logits(logits: np.ndarray) -> np.ndarray:
     """(H, W) int8 argmax over the classes of (1, K, H, W) logits, ties to the lower class.
 
-    A running maximum over the K planes: ``np.argmax`` along a leading axis of K = 4 costs ~1.5 ms
-    on 256 x 256 cells, this ~0.1 ms (per-frame work that each node does beside its network).
+    One compiled pass over the cells: ``np.argmax`` along a leading axis of K = 4 costs ~1.5 ms on
+    256 x 256 cells, a running maximum over the planes in numpy 0.075 ms, this pass 0.033 ms (per-frame
+    work that each node does beside its network).
     """
-    scores = logits[0]
-    labels = np.zeros(scores.shape[1:], np.int8)
-    best = scores[0].copy()
-    for k in range(1, scores.shape[0]):
-        better = (scores[k] > best).view(np.int8)
-        labels += better * (k - labels)
-        np.maximum(best, scores[k], out=best)
+    planes = np.ascontiguousarray(logits[0], dtype=np.float32)
+    labels = np.empty(planes.shape[1:], np.int8)
+    _argmax_planes(planes.reshape(planes.shape[0], -1), labels.reshape(-1))
     return labels
+
+
+@numba.njit("void(float32[:, ::1], int8[::1])", cache=True, nogil=True)
+def _argmax_planes(scores, labels):
+    """Plane after plane, a class taking the cells where it is strictly greater (ties and NaN stay
+    with the lower class): branch-free, so the compiler vectorizes it."""
+    cells = scores.shape[1]
+    best = scores[0].copy()
+    labels[:] = 0
+    for k in range(1, scores.shape[0]):
+        for cell in range(cells):
+            value = scores[k, cell]
+            better = value > best[cell]
+            best[cell] = value if better else best[cell]
+            labels[cell] = k if better else labels[cell]
