@@ -17,7 +17,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
 from racestack.contexts import close_private_node, open_private_context
-from racestack.node import create_polled_subscription, result_qos, take_all
+from racestack.node import create_polled_subscription, result_qos, sensor_qos, take_all
 
 
 @dataclass
@@ -121,7 +121,7 @@ class Probe:
         executor's wake-up per message (a third of that process's CPU), and the reception time is
         the transport's, not the moment a Python thread got to the message.
         """
-        subscription = create_polled_subscription(self.node, msg_type, topic, qos or result_qos(10), raw=True)
+        subscription = create_polled_subscription(self.node, msg_type, topic, qos or sensor_qos(10), raw=True)
 
         def take() -> list[tuple[bytes, int]]:
             return [(data, info["received_timestamp"]) for data, info in take_all(subscription)]

@@ -16,7 +16,8 @@ from perception_nodes.ppn.losses import mssce, reconstruction_loss, segmentation
 from perception_nodes.ppn.models import load_network, network_spec, save_checkpoint
 from perception_nodes.ppn.networks import PyramidNet, build
 from perception_nodes.ppn.pipeline import PpnPipeline, labels_from_logits
-from perception_nodes.ppn.poses import PoseBuffer
+from perception_nodes.ppn.poses import PoseBuffer, odometry_sample, yaw_from_quaternion
+from racestack.cdr import CdrError
 from racestack.errors import ModelFileError
 from racestack.inference import export_onnx, parity
 
@@ -259,3 +260,26 @@ def test_pose_buffer_interpolates_and_extrapolates():
     assert buffer.pose_at(0.5) is None
     buffer.add(0.05, 0.0, 0.0, 0.0)  # time jumped back: old samples are forgotten
     assert len(buffer) == 1
+
+
+@pytest.mark.parametrize("frame_ids", [("map", "base_link"), ("", "b"), ("odom_frame", "")])
+def test_odometry_is_read_from_its_bytes(frame_ids):
+    """Frame ids of other lengths move the doubles (8-aligned) to other offsets."""
+    from nav_msgs.msg import Odometry
+    from rclpy.serialization import serialize_message
+
+    msg = Odometry()
+    msg.header.frame_id, msg.child_frame_id = frame_ids
+    msg.header.stamp.sec, msg.header.stamp.nanosec = 1_700_000_000, 250_000_000
+    pose, twist = msg.pose.pose, msg.twist.twist
+    pose.position.x, pose.position.y, pose.position.z = 12.5, -3.25, 0.5
+    pose.orientation.z, pose.orientation.w = math.sin(0.35), math.cos(0.35)
+    msg.pose.covariance = [float(k) for k in range(36)]
+    twist.linear.x, twist.linear.y, twist.linear.z, twist.angular.z = 40.0, -1.5, 9.0, 0.25
+    data = serialize_message(msg)
+    sample = odometry_sample(data)
+    assert sample == pytest.approx((1_700_000_000.25, 12.5, -3.25, yaw_from_quaternion(0, 0, math.sin(0.35),
+                                                                                    math.cos(0.35)), 40.0, -1.5, 0.25))
+    assert sample[3] == pytest.approx(0.7)
+    with pytest.raises(CdrError, match="twist"):
+        odometry_sample(data[: len(data) - 36 * 8 - 40])

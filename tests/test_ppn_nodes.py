@@ -194,8 +194,46 @@ def test_bad_clouds_are_rejected_and_the_nodes_keep_running(parallel):
     assert probe.wait_for(
         lambda: rejected("empty") >= 2 and rejected("missing_field") >= 1 and rejected("layout") >= 1, 10.0
     )
+    # odometry is read from its bytes too, when the next sweep comes: a cut one and a NaN pose
+    layout_before = rejected("layout")
+    bad_pose = odometry(probe.node.get_clock().now().to_msg(), float("nan"))
+    probe.publish("/localization/odometry", bad_pose)
+    whole = serialize_message(odometry(probe.node.get_clock().now().to_msg(), 10.0))
+    probe.publisher(Odometry, "/localization/odometry").publish(whole[:40])
+    time.sleep(0.1)
     _publish_frame(probe, 10.0, probe.now_ns())
     assert probe.wait_for(lambda: len(outputs["seg"].items) > before, 20.0), "no output after bad input"
+    assert probe.wait_for(lambda: rejected("nan") >= 1 and rejected("layout") > layout_before, 10.0)
+    assert session.running() == ["bev_segmentation", "bev_reconstruction", "object_extraction"]
+
+
+def test_parameters_are_served_while_sweeps_are_processed(parallel):
+    """The sweeps are handled in the main thread's own loop; rclpy's executor serves the rest
+    (parameter services, diagnostics) in a second thread, also while sweeps keep coming."""
+    from rcl_interfaces.srv import GetParameters, SetParameters
+    from rclpy.parameter import Parameter
+
+    session, probe, outputs = parallel
+
+    def call(service_type, service: str, request):
+        client = probe.node.create_client(service_type, f"/bev_segmentation/{service}")
+        assert client.wait_for_service(timeout_sec=20.0), service
+        future = client.call_async(request)
+        for k in range(20):
+            _publish_frame(probe, 12.0 + k, probe.now_ns())
+            if probe.wait_for(future.done, 0.25):
+                break
+        assert future.done(), f"{service} got no answer while sweeps came"
+        return future.result()
+
+    got = call(GetParameters, "get_parameters", GetParameters.Request(names=["config", "odometry_tolerance"]))
+    assert [value.string_value for value in got.values[:1]] == ["lite"] and got.values[1].double_value == 0.15
+    request = SetParameters.Request(parameters=[Parameter("odometry_tolerance", value=0.3).to_parameter_msg()])
+    refused = call(SetParameters, "set_parameters", request).results[0]
+    assert not refused.successful and "read-only" in refused.reason
+    before = len(outputs["seg"].items)
+    _publish_frame(probe, 40.0, probe.now_ns())
+    assert probe.wait_for(lambda: len(outputs["seg"].items) > before, 20.0)
     assert session.running() == ["bev_segmentation", "bev_reconstruction", "object_extraction"]
 
 

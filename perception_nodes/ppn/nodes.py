@@ -7,6 +7,7 @@ publishes with the cloud's header stamp, in ``base_link``. docs/ppn.md lists the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from nav_msgs.msg import OccupancyGrid, Odometry
@@ -15,7 +16,8 @@ from std_msgs.msg import Header
 
 from perception_nodes.ppn.models import default_checkpoint
 from perception_nodes.ppn.pipeline import PpnPipeline
-from perception_nodes.ppn.poses import PoseBuffer, yaw_from_quaternion
+from perception_nodes.ppn.poses import PoseBuffer, odometry_sample
+from racestack.cdr import CdrError
 from racestack.errors import ParameterError
 from racestack.grid import serialized_occupancy
 from racestack.image import serialized_image
@@ -109,11 +111,11 @@ class PpnNode(RacestackNode):
         # encoded without its history), and each wake-up cost 0.25 ms of the frame. The queue holds
         # what comes in during one sweep.
         self.odometry = (
-            create_polled_subscription(self, Odometry, p.odometry_topic, sensor_qos(depth=ODOMETRY_DEPTH))
+            create_polled_subscription(self, Odometry, p.odometry_topic, sensor_qos(depth=ODOMETRY_DEPTH), raw=True)
             if p.odometry_topic
             else None
         )
-        self.create_cloud_subscription(p.cloud_topic, self.on_cloud, sensor_qos())
+        self.create_cloud_subscription(p.cloud_topic, self.on_cloud, sensor_qos(), frame_input=True)
         self.add_diagnostics(self._diagnostics)
         self.get_logger().info(
             f"{name}: {', '.join(kinds)} on {p.device} ({self.pipeline.backends}), "
@@ -130,24 +132,23 @@ class PpnNode(RacestackNode):
         self.pipeline.encoder.reset()
         self.poses.clear()
 
-    def on_odometry(self, msg: Odometry) -> None:
-        q = msg.pose.pose.orientation
-        twist = msg.twist.twist
-        self.poses.add(
-            stamp_to_ns(msg.header.stamp) / 1e9,
-            msg.pose.pose.position.x,
-            msg.pose.pose.position.y,
-            yaw_from_quaternion(q.x, q.y, q.z, q.w),
-            twist.linear.x,
-            twist.linear.y,
-            twist.angular.z,
-        )
+    def add_odometry(self, data: bytes) -> None:
+        """One serialized odometry message into the pose buffer; a malformed or non-finite one is rejected."""
+        try:
+            sample = odometry_sample(data)
+        except CdrError as exc:
+            self.reject("layout", f"serialized odometry: {exc}", self.p.odometry_topic)
+            return
+        if not all(math.isfinite(value) for value in sample):
+            self.reject("nan", "odometry with a non-finite pose, twist or stamp", self.p.odometry_topic)
+            return
+        self.poses.add(*sample)
 
     def sweep_pose(self, stamp) -> tuple[float, float, float] | None:
         if self.odometry is None:
             return (0.0, 0.0, 0.0)
-        for msg, _ in take_all(self.odometry):
-            self.on_odometry(msg)
+        for data, _ in take_all(self.odometry):
+            self.add_odometry(data)
         pose = self.poses.pose_at(stamp_to_ns(stamp) / 1e9)
         if pose is None:
             self.count("odometry_missing")
