@@ -347,6 +347,17 @@ class StampedTemplate:
         return b"".join((prefix, struct.pack(self._order + "I", len(payload)), payload))
 
 
+def stamp_to_ns(stamp: Any) -> int:
+    """A builtin_interfaces/Time in ns."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def frame_and_stamp(header: Any) -> tuple[str, int | None]:
+    """(frame id, stamp in ns) of a std_msgs/Header, or ("", None) for no header: what a template
+    needs from a frame's header."""
+    return ("", None) if header is None else (header.frame_id, stamp_to_ns(header.stamp))
+
+
 def header_frame_end(data: bytes | memoryview) -> int:
     """Offset in serialized ``data`` (a message that begins with a std_msgs/Header) just after
     ``header.frame_id``: where the message's own fields begin."""

@@ -15,7 +15,7 @@ import numpy as np
 from nav_msgs.msg import OccupancyGrid
 from std_msgs.msg import Header
 
-from racestack.cdr import StampedTemplate, header_frame_end, serialized_with_trailing_bytes
+from racestack.cdr import StampedTemplate, frame_and_stamp, header_frame_end, serialized_with_trailing_bytes
 from racestack.errors import InputError
 
 
@@ -79,7 +79,8 @@ PAPER_GRID = BevGrid.centered(1000, 0.2)
 
 def grid_to_occupancy(values: np.ndarray, grid: BevGrid, header=None) -> OccupancyGrid:
     """OccupancyGrid from an int8-compatible (height, width) array on ``grid``: one copy."""
-    msg = _occupancy_without_data(values, grid, header)
+    _check_shape(values, grid)
+    msg = _occupancy_without_data(grid, header)
     data = array.array("b")
     data.frombytes(_cells(values))
     msg.data = data
@@ -89,17 +90,14 @@ def grid_to_occupancy(values: np.ndarray, grid: BevGrid, header=None) -> Occupan
 def serialized_occupancy(values: np.ndarray, grid: BevGrid, header=None) -> bytes:
     """The serialized ``grid_to_occupancy(values, grid, header)``, for a publisher: one copy of the cells."""
     _check_shape(values, grid)
-    if header is None:
-        return _occupancy_template(grid, "").serialize(None, _cells(values).data)
-    stamp_ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-    return _occupancy_template(grid, header.frame_id).serialize(stamp_ns, _cells(values).data)
+    frame_id, stamp_ns = frame_and_stamp(header)
+    return _occupancy_template(grid, frame_id).serialize(stamp_ns, _cells(values).data)
 
 
 @lru_cache(maxsize=16)
 def _occupancy_template(grid: BevGrid, frame_id: str) -> StampedTemplate:
     """header.stamp and info.map_load_time (4-aligned after the frame id) are the stamps."""
-    header = Header(frame_id=frame_id)
-    empty = serialized_with_trailing_bytes(_occupancy_without_data(np.zeros(grid.shape), grid, header), b"")
+    empty = serialized_with_trailing_bytes(_occupancy_without_data(grid, Header(frame_id=frame_id)), b"")
     load_time = -(-header_frame_end(empty) // 4) * 4
     return StampedTemplate(empty, (4, load_time))
 
@@ -113,8 +111,7 @@ def _check_shape(values: np.ndarray, grid: BevGrid) -> None:
         raise ValueError(f"values of shape {values.shape} do not fit grid {grid.shape}")
 
 
-def _occupancy_without_data(values: np.ndarray, grid: BevGrid, header) -> OccupancyGrid:
-    _check_shape(values, grid)
+def _occupancy_without_data(grid: BevGrid, header) -> OccupancyGrid:
     msg = OccupancyGrid()
     if header is not None:
         msg.header = header

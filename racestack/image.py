@@ -11,7 +11,7 @@ import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from racestack.cdr import StampedTemplate, serialized_with_trailing_bytes
+from racestack.cdr import StampedTemplate, frame_and_stamp, serialized_with_trailing_bytes
 from racestack.errors import InputError
 
 _NAMED: dict[str, tuple[str, int]] = {
@@ -96,17 +96,13 @@ def serialized_image(values: np.ndarray, encoding: str, header=None) -> bytes:
     """The serialized ``array_to_image(values, encoding, header)``, for a publisher: one copy of the pixels."""
     values = _pixels(values, encoding)
     payload = values.reshape(-1).view(np.uint8).data
-    height, width = values.shape[:2]
-    if header is None:
-        return _image_template(height, width, encoding, "").serialize(None, payload)
-    stamp_ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-    return _image_template(height, width, encoding, header.frame_id).serialize(stamp_ns, payload)
+    frame_id, stamp_ns = frame_and_stamp(header)
+    return _image_template(*values.shape[:2], encoding, frame_id).serialize(stamp_ns, payload)
 
 
 @lru_cache(maxsize=16)
 def _image_template(height: int, width: int, encoding: str, frame_id: str) -> StampedTemplate:
-    values = np.zeros((height, width, encoding_layout(encoding)[1]), encoding_layout(encoding)[0])
-    msg, _ = _image_without_data(values, encoding, Header(frame_id=frame_id))
+    msg = _image_fields(height, width, encoding, Header(frame_id=frame_id))
     return StampedTemplate(serialized_with_trailing_bytes(msg, b""), (4,))
 
 
@@ -122,13 +118,17 @@ def _pixels(values: np.ndarray, encoding: str) -> np.ndarray:
 
 def _image_without_data(values: np.ndarray, encoding: str, header) -> tuple[Image, np.ndarray]:
     """The image's fields but its data, and the pixels as a contiguous native-order array."""
-    dtype, channels = encoding_layout(encoding)
     values = _pixels(values, encoding)
+    return _image_fields(values.shape[0], values.shape[1], encoding, header), values
+
+
+def _image_fields(height: int, width: int, encoding: str, header) -> Image:
+    dtype, channels = encoding_layout(encoding)
     msg = Image()
     if header is not None:
         msg.header = header
-    msg.height, msg.width = int(values.shape[0]), int(values.shape[1])
+    msg.height, msg.width = int(height), int(width)
     msg.encoding = encoding
     msg.is_bigendian = int(_HOST_BIGENDIAN)
-    msg.step = int(values.shape[1] * channels * dtype.itemsize)
-    return msg, values
+    msg.step = int(width * channels * dtype.itemsize)
+    return msg
