@@ -25,7 +25,7 @@ can: stored clouds and odometry re-stamped, not serialized, and the maps taken i
 the transport's reception time as their arrival (an executor callback per map took a third of its
 CPU: 10 % of a core before, 7 % now).
 
-``.venv/bin/python -m bench.bench_ppn [--skip-nodes] [--seconds 10] [--rate auto] [--rounds 2]``
+``.venv/bin/python -m bench.bench_ppn [--skip-nodes] [--seconds 10] [--rate auto] [--rounds 4]``
 """
 
 from __future__ import annotations
@@ -294,8 +294,9 @@ def main() -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=2,
-        help="parallel/sequential pairs, run ABBA (P S S P ...): a drift in the machine's speed cancels",
+        default=4,
+        help="parallel/sequential pairs, run ABBA (P S S P ...): a drift in the machine's speed cancels; "
+        "on this VM the ratio of 2 pairs still swung by +-0.04x from run to run",
     )
     args = parser.parse_args()
     load = os.getloadavg()[0]
