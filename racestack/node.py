@@ -397,7 +397,9 @@ def spin_frames(node: RacestackNode, executor: SingleThreadedExecutor) -> None:
 
     The executor rebuilds its wait set from every entity of the node and dispatches through a task on
     each wake-up: 0.55-0.66 ms per 1.6 MB cloud, against 0.32-0.35 ms for this loop (taking the
-    bytes included), measured here with a 22 ms callback at 53 Hz.
+    bytes included), measured here with a 22 ms callback at 53 Hz. The executor's callbacks run
+    while a frame may be in progress: what they share with it goes through the node's monitor
+    (locked) or must be locked by the node.
     """
     failures: list[BaseException] = []
     spinner = threading.Thread(target=_spin_recording, args=(executor, failures), name="executor", daemon=True)
