@@ -295,33 +295,23 @@ def with_header_stamp(data: bytes, msg_class: type, stamp_ns: int) -> bytes:
     return b"".join((data[:4], stamp, memoryview(data)[12:]))
 
 
-def serialized_with_trailing_bytes(msg: Any, payload: bytes | memoryview) -> bytes:
-    """``msg``, whose last field is an empty byte sequence, serialized with that field set to ``payload``.
-
-    rclpy is imported here, not with the module: the grid and image helpers that call this also serve
-    dataset export and training, which run where rclpy is not installed (a GPU machine's own Python).
-    """
+def serialized(msg: Any) -> bytes:
+    """``msg`` serialized by rclpy, imported here rather than with the module: the grid and image
+    helpers that build templates with it also serve dataset export and training, which run where
+    rclpy is not installed (a GPU machine's own Python)."""
     from rclpy.serialization import serialize_message
 
-    return with_trailing_bytes(serialize_message(msg), payload)
-
-
-def with_trailing_bytes(empty: bytes, payload: bytes | memoryview) -> bytes:
-    """Serialized ``empty`` (a message whose last field is a byte sequence, left empty: Image.data,
-    OccupancyGrid.data) with that field set to ``payload``.
-
-    One copy of the payload, where rclpy's publish of the message object makes three (its array, the
-    C message, the serialization): ~0.4 ms of each 1 MB reconstruction map on this machine.
-    """
-    return StampedTemplate(empty).serialize(None, payload)
+    return serialize_message(msg)
 
 
 class StampedTemplate:
     """A serialized message whose fields stay the same from frame to frame but for its stamps (at
     ``stamp_offsets`` in the bytes, each a builtin_interfaces/Time) and its trailing byte sequence.
 
-    Serialized once; a frame then costs the stamps written and the payload joined. Building the
-    header and info of a map as message objects and serializing them took ~0.2 ms of each PPN frame.
+    Serialized once; a frame then costs the stamps written and the payload joined: one copy of the
+    payload, where rclpy's publish of the message object makes three (its array, the C message, the
+    serialization: ~0.4 ms of a 1 MB map), and no header or info built as message objects and
+    serialized (~0.2 ms of each PPN frame).
     """
 
     def __init__(self, empty: bytes, stamp_offsets: Sequence[int] = ()) -> None:
@@ -336,7 +326,7 @@ class StampedTemplate:
 
     def serialize(self, stamp_ns: int | None, payload: bytes | memoryview) -> bytes:
         """The message with every stamp set to ``stamp_ns`` (None: as serialized) and ``payload`` as its
-        trailing bytes: one copy of the payload."""
+        trailing bytes."""
         prefix = self._prefix
         if stamp_ns is not None and self._stamp_offsets:
             patched = bytearray(prefix)
@@ -350,6 +340,9 @@ class StampedTemplate:
 def stamp_to_ns(stamp: Any) -> int:
     """A builtin_interfaces/Time in ns."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+HEADER_STAMP_OFFSET = 4  # header.stamp, right after the encapsulation header
 
 
 def frame_and_stamp(header: Any) -> tuple[str, int | None]:

@@ -15,7 +15,7 @@ import numpy as np
 from nav_msgs.msg import OccupancyGrid
 from std_msgs.msg import Header
 
-from racestack.cdr import StampedTemplate, frame_and_stamp, header_frame_end, serialized_with_trailing_bytes
+from racestack.cdr import HEADER_STAMP_OFFSET, StampedTemplate, frame_and_stamp, header_frame_end, serialized
 from racestack.errors import InputError
 
 
@@ -97,9 +97,9 @@ def serialized_occupancy(values: np.ndarray, grid: BevGrid, header=None) -> byte
 @lru_cache(maxsize=16)
 def _occupancy_template(grid: BevGrid, frame_id: str) -> StampedTemplate:
     """header.stamp and info.map_load_time (4-aligned after the frame id) are the stamps."""
-    empty = serialized_with_trailing_bytes(_occupancy_without_data(grid, Header(frame_id=frame_id)), b"")
+    empty = serialized(_occupancy_without_data(grid, Header(frame_id=frame_id)))
     load_time = -(-header_frame_end(empty) // 4) * 4
-    return StampedTemplate(empty, (4, load_time))
+    return StampedTemplate(empty, (HEADER_STAMP_OFFSET, load_time))
 
 
 def _cells(values: np.ndarray) -> np.ndarray:

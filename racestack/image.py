@@ -11,7 +11,7 @@ import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from racestack.cdr import StampedTemplate, frame_and_stamp, serialized_with_trailing_bytes
+from racestack.cdr import HEADER_STAMP_OFFSET, StampedTemplate, frame_and_stamp, serialized
 from racestack.errors import InputError
 
 _NAMED: dict[str, tuple[str, int]] = {
@@ -103,7 +103,7 @@ def serialized_image(values: np.ndarray, encoding: str, header=None) -> bytes:
 @lru_cache(maxsize=16)
 def _image_template(height: int, width: int, encoding: str, frame_id: str) -> StampedTemplate:
     msg = _image_fields(height, width, encoding, Header(frame_id=frame_id))
-    return StampedTemplate(serialized_with_trailing_bytes(msg, b""), (4,))
+    return StampedTemplate(serialized(msg), (HEADER_STAMP_OFFSET,))
 
 
 def _pixels(values: np.ndarray, encoding: str) -> np.ndarray:

@@ -9,7 +9,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from racestack.cdr import CdrError, with_trailing_bytes
+from racestack.cdr import CdrError, StampedTemplate
 from racestack.errors import InputError
 from racestack.grid import LITE_GRID, BevGrid, grid_to_occupancy, occupancy_to_grid, serialized_occupancy
 from racestack.image import _NAMED, array_to_image, encoding_layout, image_to_array, serialized_image
@@ -123,7 +123,7 @@ def test_serialized_occupancy_is_the_serialized_message() -> None:
         assert built.info.map_load_time == (header or Header()).stamp
         np.testing.assert_array_equal(occupancy_to_grid(built)[0], labels)
     with pytest.raises(CdrError, match="empty sequence"):
-        with_trailing_bytes(serialize_message(grid_to_occupancy(labels, grid, header)), b"\x01")
+        StampedTemplate(serialize_message(grid_to_occupancy(labels, grid, header)))
 
 
 def _frame_headers() -> list[Header | None]:
