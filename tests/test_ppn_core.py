@@ -96,19 +96,24 @@ def test_motion_compensation_puts_a_static_wall_back_on_its_cells():
 @pytest.mark.parametrize("lidar_pose", [LIDAR_POSE, (1.2, 0.3, 1.5, 0.02, -0.03, 0.4)])
 def test_torch_path_matches_compiled_cpu_path(lidar_pose):
     """The code path a CUDA device takes (torch ops), run on the CPU against the compiled CPU pass,
-    also with a rotated LiDAR; a strided (N, 4) view, as a PointCloud2 with padding gives, and a
-    cloud without intensity go through the CPU pass too."""
+    also with a rotated LiDAR; a strided (N, 4) view, as a PointCloud2 with padding gives, a packed
+    read-only view, as a message's bytes give (each has a compiled loop of its own), and a cloud
+    without intensity go through the CPU pass too."""
     poses = [(0.0, 0.0, 0.0), (4.0, 0.3, 0.05), (8.0, 0.9, 0.1), (12.0, 1.8, 0.15)]
     rng = np.random.default_rng(0)
     clutter = sensor_points(rng.uniform([-60, -60, -1.5], [60, 60, 3.0], size=(5000, 3)), intensity=0.3)
     cpu_encoder = BevEncoder(LITE.bev, lidar_pose)
+    packed_encoder = BevEncoder(LITE.bev, lidar_pose)
     torch_encoder = BevEncoder(LITE.bev, lidar_pose, use_torch=True)
     for pose in poses:
         points = np.concatenate([_wall(pose), clutter])
         padded = np.zeros((points.shape[0], 6), dtype=np.float32)
         padded[:, :4] = points
         expected = cpu_encoder.encode(padded[:, :4], pose)
+        message_view = np.frombuffer(points.astype(np.float32).tobytes(), np.float32).reshape(-1, 4)
+        packed = packed_encoder.encode(message_view, pose)
         actual = torch_encoder.encode(points, pose)
+        torch.testing.assert_close(packed, expected, atol=0.0, rtol=0.0)
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
     assert float(expected[0].sum()) > 100 and float(expected[LITE.bev.sweeps - 1].sum()) > 100
     no_intensity = BevEncoder(LITE.bev, lidar_pose).encode(points[:, :3], None)
