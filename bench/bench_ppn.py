@@ -7,8 +7,9 @@
    ppn_sequential (one process, one thread, both networks): per-frame latency (receive - stamp)
    and throughput (frames with both maps per second); target parallel/sequential >= 1.8x. The
    arrangements alternate ABBA (parallel, sequential, sequential, parallel, ...) and the ratio is
-   of their mean rates: this VM's CPU speed drifts (a Python loop ran 0.85-1.7 s within an hour),
-   and one run of each in a row put that drift into the ratio (1.65-1.85x in three runs).
+   of their median rates (of the mean ones too): this VM's CPU speed drifts (a Python loop ran
+   0.85-1.7 s within an hour), and one run of each in a row put that drift into the ratio
+   (1.65-1.85x in three runs); a single run that the VM slows moves a mean, not a median.
 
 Every timing is given as wall time (what the targets name) and as the CPU time of the measured
 process: on the shared 2-core development machine other work takes cores away, which inflates wall
