@@ -71,9 +71,10 @@ class Probe:
         self._thread.start()
 
     def _spin(self) -> None:
-        """Short waits, not ``executor.spin()``: rclpy's ``Executor.shutdown`` can destroy the guard
-        condition before a spinning thread enters its wait, which then never wakes; destroying the node
-        under that wait blocks for ever with the GIL held (a whole test run hung on it)."""
+        """Bounded waits (``close`` also wakes them), not ``executor.spin()``: rclpy's
+        ``Executor.shutdown`` can destroy the guard condition before a spinning thread enters its
+        wait, which then never wakes; destroying the node under that wait blocks for ever with the
+        GIL held (a whole test run hung on it)."""
         try:
             while not self._closing.is_set() and self.context.ok():
                 self.executor.spin_once(timeout_sec=SPIN_PERIOD_S)
