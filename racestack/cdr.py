@@ -291,8 +291,12 @@ def with_header_stamp(data: bytes, msg_class: type, stamp_ns: int) -> bytes:
     layout = ENCAPSULATIONS.get(bytes(data[:2]))
     if layout is None or len(data) < 12:
         raise CdrError("not a CDR message with a known encapsulation")
-    stamp = struct.pack("<iI" if layout[0] else ">iI", *divmod(stamp_ns, 1_000_000_000))
-    return b"".join((data[:4], stamp, memoryview(data)[12:]))
+    return b"".join((data[:4], packed_stamp("<" if layout[0] else ">", stamp_ns), memoryview(data)[12:]))
+
+
+def packed_stamp(order: str, stamp_ns: int) -> bytes:
+    """A builtin_interfaces/Time as CDR bytes in byte ``order`` ("<" or ">")."""
+    return struct.pack(order + "iI", *divmod(stamp_ns, 1_000_000_000))
 
 
 def serialized(msg: Any) -> bytes:
@@ -330,7 +334,7 @@ class StampedTemplate:
         prefix = self._prefix
         if stamp_ns is not None and self._stamp_offsets:
             patched = bytearray(prefix)
-            stamp = struct.pack(self._order + "iI", *divmod(stamp_ns, 1_000_000_000))
+            stamp = packed_stamp(self._order, stamp_ns)
             for offset in self._stamp_offsets:
                 patched[offset : offset + 8] = stamp
             prefix = patched
