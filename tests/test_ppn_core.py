@@ -12,7 +12,7 @@ from scipy.ndimage import binary_dilation
 
 from perception_nodes.ppn.bev import BevEncoder
 from perception_nodes.ppn.config import LITE, NetConfig, PpnConfig
-from perception_nodes.ppn.losses import mssce, reconstruction_loss, segmentation_loss, sobel_edges
+from perception_nodes.ppn.losses import motion_loss, mssce, reconstruction_loss, segmentation_loss, sobel_edges
 from perception_nodes.ppn.models import load_network, network_spec, save_checkpoint
 from perception_nodes.ppn.networks import PyramidNet, build
 from perception_nodes.ppn.pipeline import PpnPipeline, labels_from_logits
@@ -209,6 +209,25 @@ def test_losses_train_a_tiny_net_on_one_example():
     assert float(raw.grad[:, 1].sum()) < 0 and float(raw.grad[:, 0].sum()) < 0
 
 
+def test_motion_loss_weights_the_cells_a_car_leaves_and_enters():
+    """A horizon that repeats the present is wrong only where the car moves: the motion weight
+    multiplies that error, while an error on a static cell keeps about its unweighted cost."""
+    occupancy = torch.zeros(1, 2, 16, 16)
+    occupancy[:, :, 0, :] = 1.0  # a barrier, now and later
+    occupancy[:, 0, 5:7, 2:5] = 1.0  # the car now
+    occupancy[:, 1, 5:7, 9:12] = 1.0  # the car at the horizon
+    frozen = (occupancy[:, :1] * 2.0 - 1.0) * 8.0
+    static_miss = (occupancy[:, 1:] * 2.0 - 1.0) * 8.0
+    static_miss[:, :, 0, 3] = -8.0
+    frozen_ratio = motion_loss(frozen, occupancy, 30.0) / motion_loss(frozen, occupancy, 0.0)
+    static_ratio = motion_loss(static_miss, occupancy, 30.0) / motion_loss(static_miss, occupancy, 0.0)
+    assert float(frozen_ratio) > 25.0
+    assert float(static_ratio) < 2.0
+    raw = torch.zeros(1, 3, 16, 16, requires_grad=True)
+    reconstruction_loss(raw, occupancy, torch.zeros(1, 16, 16), motion_weight=30.0).backward()
+    assert float(raw.grad[0, 2, 5, 10]) < 0 < float(raw.grad[0, 2, 5, 3])
+
+
 @pytest.mark.parametrize("kind", ["segmentation", "reconstruction"])
 def test_onnx_runtime_matches_pytorch(tmp_path, kind):
     torch.manual_seed(1)
@@ -288,3 +307,19 @@ def test_odometry_is_read_from_its_bytes(frame_ids):
     assert sample[3] == pytest.approx(0.7)
     with pytest.raises(CdrError, match="twist"):
         odometry_sample(data[: len(data) - 36 * 8 - 40])
+
+
+def test_scores_iou_and_cell_recall_of_a_predicted_car():
+    """A prediction covering half of a future car plus as many empty cells: IoU 1/3, recall 1/2."""
+    from perception_nodes.ppn.evaluation import Scores
+
+    scores = Scores(classes=4, horizons=1)
+    truth = np.zeros((8, 8), bool)
+    truth[2:4, 2:6] = True
+    predicted = np.zeros((8, 8), bool)
+    predicted[2:4, 4:8] = True
+    scores.add_iou("future_0_moving", predicted, truth)
+    assert scores.iou("future_0_moving") == pytest.approx(4 / 12)
+    assert scores.cell_recall("future_0_moving") == pytest.approx(0.5)
+    scores.add_iou("future_0_moving_frozen", np.zeros_like(truth), truth)
+    assert scores.cell_recall("future_0_moving_frozen") == 0.0

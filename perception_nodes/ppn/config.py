@@ -83,6 +83,7 @@ class TrainConfig:
     mssce_alpha: float = 0.85
     bce_weight: float = 1.0
     occupancy_pos_weight: float = 4.0
+    motion_weight: float = 0.0
     seed: int = 0
 
 

@@ -35,7 +35,8 @@ class Scores:
 
     def __init__(self, classes: int, horizons: int) -> None:
         self.confusion = np.zeros((classes, classes), dtype=np.int64)
-        self.iou_sums = {name: np.zeros(2, dtype=np.int64) for name in self._iou_names(horizons)}
+        # per name: cells in both, in either, in the truth
+        self.iou_sums = {name: np.zeros(3, dtype=np.int64) for name in self._iou_names(horizons)}
         self.height_error = np.zeros(2)
         self.recall = {key: np.zeros(2, dtype=np.int64) for key in ("all", "visible", "gt_labels_visible")}
         self.detections = np.zeros(2, dtype=np.int64)
@@ -50,11 +51,18 @@ class Scores:
     def add_iou(self, name: str, predicted: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> None:
         if mask is not None:
             predicted, truth = predicted[mask], truth[mask]
-        self.iou_sums[name] += (np.count_nonzero(predicted & truth), np.count_nonzero(predicted | truth))
+        both = np.count_nonzero(predicted & truth)
+        self.iou_sums[name] += (both, np.count_nonzero(predicted | truth), np.count_nonzero(truth))
 
     def iou(self, name: str) -> float:
-        inter, union = self.iou_sums[name]
+        inter, union, _ = self.iou_sums[name]
         return float(inter / union) if union else float("nan")
+
+    def cell_recall(self, name: str) -> float:
+        """Share of the true cells predicted: whether the cars' future cells are found at all, which the
+        IoU off the barriers hides under the cells next to the barriers."""
+        inter, _, truth = self.iou_sums[name]
+        return float(inter / truth) if truth else float("nan")
 
 
 def _recall(detected: np.ndarray, cars: np.ndarray) -> tuple[int, int, int]:
@@ -139,6 +147,8 @@ def report_of(scores: Scores, config: PpnConfig, frames: int, scenarios: list[st
                     "frozen_scene_iou": scores.iou(f"future_{i}_frozen"),
                     "off_barrier_iou": scores.iou(f"future_{i}_moving"),
                     "off_barrier_frozen_scene_iou": scores.iou(f"future_{i}_moving_frozen"),
+                    "off_barrier_recall": scores.cell_recall(f"future_{i}_moving"),
+                    "off_barrier_frozen_scene_recall": scores.cell_recall(f"future_{i}_moving_frozen"),
                 }
                 for i, h in enumerate(config.horizons)
             },
@@ -217,7 +227,8 @@ def print_report(report: dict) -> None:
         print(
             f"  future occupancy {horizon}: IoU {values['iou']:.3f} (frozen scene {values['frozen_scene_iou']:.3f}); "
             f"off-barrier cells (cars) {values['off_barrier_iou']:.3f} "
-            f"(frozen {values['off_barrier_frozen_scene_iou']:.3f})"
+            f"(frozen {values['off_barrier_frozen_scene_iou']:.3f}), recall {values['off_barrier_recall']:.3f} "
+            f"(frozen {values['off_barrier_frozen_scene_recall']:.3f})"
         )
     print(
         f"object extraction recall within 50 m at <= 1 m: {ext['recall_within_50m']:.3f} "

@@ -121,6 +121,7 @@ def train_network(
                 train.mssce_alpha,
                 train.bce_weight,
                 train.occupancy_pos_weight,
+                train.motion_weight,
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -143,6 +144,9 @@ def train_network(
     return net.eval(), record
 
 
+TRAIN_OVERRIDES = ("seed", "batch", "lr", "crop", "motion_weight")  # command-line options of TrainConfig
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="lite", choices=("lite", "paper"))
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default datasets/ppn_<config>)")
@@ -154,6 +158,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--batch", type=int, default=None, help="crops per step (default: config)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: config)")
+    parser.add_argument("--crop", type=int, default=None, help="training crop, cells per side (default: config)")
+    parser.add_argument(
+        "--motion-weight", type=float, default=None, help="extra weight of the cells that change at a horizon"
+    )
     parser.add_argument("--init", type=Path, default=None, help="continue from this checkpoint's weights")
     parser.add_argument("--eval-frames", type=int, default=80, help="frames per held-out scenario (0: skip)")
 
@@ -161,12 +169,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     config = preset(args.config)
-    if args.seed is not None:
-        config = replace(config, train=replace(config.train, seed=args.seed))
-    if args.batch is not None:
-        config = replace(config, train=replace(config.train, batch=args.batch))
-    if args.lr is not None:
-        config = replace(config, train=replace(config.train, lr=args.lr))
+    overrides = {name: getattr(args, name) for name in TRAIN_OVERRIDES if getattr(args, name) is not None}
+    config = replace(config, train=replace(config.train, **overrides))
     if args.init is not None and args.net == "both":
         raise SystemExit("--init continues one network: give --net segmentation or --net reconstruction")
     data = TrainingSet(args.data or Path("datasets") / f"ppn_{config.name}", config)
