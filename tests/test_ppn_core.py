@@ -12,6 +12,7 @@ from scipy.ndimage import binary_dilation
 
 from perception_nodes.ppn.bev import BevEncoder
 from perception_nodes.ppn.config import LITE, NetConfig, PpnConfig
+from perception_nodes.ppn.evaluation import Scores
 from perception_nodes.ppn.losses import motion_loss, mssce, reconstruction_loss, segmentation_loss, sobel_edges
 from perception_nodes.ppn.models import load_network, network_spec, save_checkpoint
 from perception_nodes.ppn.networks import PyramidNet, build
@@ -311,8 +312,6 @@ def test_odometry_is_read_from_its_bytes(frame_ids):
 
 def test_scores_iou_and_cell_recall_of_a_predicted_car():
     """A prediction covering half of a future car plus as many empty cells: IoU 1/3, recall 1/2."""
-    from perception_nodes.ppn.evaluation import Scores
-
     scores = Scores(classes=4, horizons=1)
     truth = np.zeros((8, 8), bool)
     truth[2:4, 2:6] = True
