@@ -271,6 +271,9 @@ def _has_header(msg_class: type) -> bool:
     return tuple(slots[0].namespaces) == ("std_msgs", "msg") and slots[0].name == "Header"
 
 
+HEADER_STAMP_OFFSET = 4  # header.stamp, right after the encapsulation header
+
+
 def header_stamp_ns(data: bytes | memoryview, msg_class: type) -> int | None:
     """``header.stamp`` in ns for messages whose first field is a std_msgs/Header; None otherwise or 0."""
     if not _has_header(msg_class) or len(data) < 12:
@@ -278,7 +281,7 @@ def header_stamp_ns(data: bytes | memoryview, msg_class: type) -> int | None:
     layout = ENCAPSULATIONS.get(bytes(data[:2]))
     if layout is None:
         return None
-    sec, nanosec = struct.unpack_from("<iI" if layout[0] else ">iI", data, 4)
+    sec, nanosec = struct.unpack_from("<iI" if layout[0] else ">iI", data, HEADER_STAMP_OFFSET)
     stamp = sec * 1_000_000_000 + nanosec
     return stamp if stamp > 0 else None
 
@@ -289,9 +292,11 @@ def with_header_stamp(data: bytes, msg_class: type, stamp_ns: int) -> bytes:
     if not _has_header(msg_class):
         raise CdrError(f"{msg_class.__name__} does not begin with a std_msgs/Header")
     layout = ENCAPSULATIONS.get(bytes(data[:2]))
-    if layout is None or len(data) < 12:
+    end = HEADER_STAMP_OFFSET + 8
+    if layout is None or len(data) < end:
         raise CdrError("not a CDR message with a known encapsulation")
-    return b"".join((data[:4], packed_stamp("<" if layout[0] else ">", stamp_ns), memoryview(data)[12:]))
+    stamp = packed_stamp("<" if layout[0] else ">", stamp_ns)
+    return b"".join((data[:HEADER_STAMP_OFFSET], stamp, memoryview(data)[end:]))
 
 
 def packed_stamp(order: str, stamp_ns: int) -> bytes:
@@ -344,9 +349,6 @@ class StampedTemplate:
 def stamp_to_ns(stamp: Any) -> int:
     """A builtin_interfaces/Time in ns."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-HEADER_STAMP_OFFSET = 4  # header.stamp, right after the encapsulation header
 
 
 def frame_and_stamp(header: Any) -> tuple[str, int | None]:
