@@ -24,6 +24,7 @@ import psutil
 GDB_TIMEOUT_S = 90.0
 PYTHON_STACKS_GRACE_S = 3.0
 SUMMARY_FRAMES = 12
+STDIN = 0
 INTERESTING = re.compile(r"fastdds|fastrtps|eprosima|rmw|rcl|rclpy|pthread|futex|lock|wait|cond", re.IGNORECASE)
 
 
@@ -82,25 +83,37 @@ def kill_tree(pid: int) -> None:
                 process.kill()
 
 
+def commands(pending: bytes) -> tuple[list[str], bytes]:
+    """The whole lines in ``pending`` and the partial line after them."""
+    *lines, rest = pending.split(b"\n")
+    return [line.decode() for line in lines if line.strip()], rest
+
+
 def main() -> int:
+    """Reads stdin's file descriptor itself: ``sys.stdin``'s buffer would hold an ``arm`` line that
+    came in the same read as the ``disarm`` before it, where ``select`` cannot see it, and the stuck
+    test it armed for would never be reported."""
     pid = int(sys.argv[1])
     deadline: float | None = None
     nodeid, limit_s = "", 0.0
+    pending = b""
     while True:
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready, _, _ = select.select([sys.stdin], [], [], wait)
+        ready, _, _ = select.select([STDIN], [], [], wait)
         if not ready:
             fire(pid, nodeid, limit_s)
             return 1
-        line = sys.stdin.readline()
-        if not line:
+        chunk = os.read(STDIN, 4096)
+        if not chunk:
             return 0
-        command, *rest = line.split(maxsplit=2)
-        if command == "arm":
-            limit_s, nodeid = float(rest[0]), rest[1].strip()
-            deadline = time.monotonic() + limit_s
-        else:
-            deadline = None
+        lines, pending = commands(pending + chunk)
+        for line in lines:
+            command, *rest = line.split(maxsplit=2)
+            if command == "arm":
+                limit_s, nodeid = float(rest[0]), rest[1].strip()
+                deadline = time.monotonic() + limit_s
+            else:
+                deadline = None
 
 
 if __name__ == "__main__":
