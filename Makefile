@@ -24,7 +24,7 @@ demo: venv
 
 test: venv
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	PY=$(PY) scripts/run_tests.sh
 
 bench: venv
 	$(PY) -m bench

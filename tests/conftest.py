@@ -52,12 +52,14 @@ OWN_TEMP_FOLDERS = [
     if folder
 ]
 
-WATCHDOG_MARGIN_S = 60.0
+WATCHDOG_MARGIN_S = float(os.environ.get("RACESTACK_WATCHDOG_MARGIN_S", "60"))  # after pytest-timeout's limit
 WATCHDOG_FALLBACK_S = 180.0  # after the watchdog process's own limit, gdb and the kill included
 FAILURE_TAIL_CHARS = 4000
 TERMINAL = pytest.StashKey()
 WATCHDOG = pytest.StashKey()
 EXIT_STATUS = pytest.StashKey()
+PROGRESS = "RACESTACK_TEST_PROGRESS"
+RESUME = "RACESTACK_TEST_RESUME"
 
 
 @pytest.fixture
@@ -140,8 +142,34 @@ def pytest_runtest_protocol(item, nextitem):
             _tell_watchdog(item.config, "disarm")
 
 
+def _record_progress(report) -> None:
+    """``done`` for each finished test and ``failed`` for each failure, in ``RACESTACK_TEST_PROGRESS``:
+    what ``scripts/run_tests.sh`` needs to run only the unfinished tests after a stuck one."""
+    path = os.environ.get(PROGRESS)
+    if not path or report.when == "collect":
+        return
+    with open(path, "a") as progress:
+        if report.failed:
+            progress.write(f"failed {report.nodeid}\n")
+        if report.when == "teardown":
+            progress.write(f"done {report.nodeid}\n")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """With ``RACESTACK_TEST_RESUME`` naming an earlier run's progress file, the tests it finished
+    are left out."""
+    path = os.environ.get(RESUME)
+    if not path:
+        return
+    done = {line.split(" ", 1)[1].strip() for line in Path(path).read_text().splitlines() if line.startswith("done ")}
+    finished = [item for item in items if item.nodeid in done]
+    items[:] = [item for item in items if item.nodeid not in done]
+    config.hook.pytest_deselected(items=finished)
+
+
 def pytest_runtest_logreport(report) -> None:
     """A failure is printed when it happens: a run cut short (CI's time limit) still says why."""
+    _record_progress(report)
     if not report.failed or report.when == "collect":
         return
     text = report.longreprtext[-FAILURE_TAIL_CHARS:]

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 WATCHDOG = Path(__file__).with_name("watchdog.py")
 
 
@@ -55,3 +57,33 @@ def test_a_disarmed_test_is_left_alone_and_a_closed_input_ends_the_watchdog() ->
         dog.kill()
         victim.kill()
         victim.wait()
+
+
+REPO = Path(__file__).resolve().parents[1]
+DELETION_STACK = "Thread 3 (Thread 0x7f (LWP 9)):\n#0 0x1 in eprosima::fastdds::dds::Subscriber::delete_datareader ()\n"
+OTHER_STACK = "Thread 1 (Thread 0x7f (LWP 8)):\n#0 0x1 in __futex_abstimed_wait_common ()\n"
+
+
+@pytest.mark.parametrize(("stack", "resumed"), [(DELETION_STACK, True), (OTHER_STACK, False)])
+def test_a_run_stuck_in_a_dds_deletion_runs_its_unfinished_tests_once_more(tmp_path, stack, resumed) -> None:
+    """``scripts/run_tests.sh`` with a gdb that reports ``stack``: only a deletion hang is resumed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gdb = bin_dir / "gdb"
+    gdb.write_text(f"#!/bin/sh\ncat <<'END'\n{stack}END\n")
+    gdb.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PY": sys.executable,
+           "RACESTACK_WATCHDOG_MARGIN_S": "1", "RACESTACK_STUCK_MARKER": str(tmp_path / "stuck")}
+    for inherited in ("RACESTACK_CACHE", "PYTEST_DEBUG_TEMPROOT", "RACESTACK_TEST_PROGRESS", "RACESTACK_TEST_RESUME"):
+        env.pop(inherited, None)
+    done = subprocess.run(["scripts/run_tests.sh", "tests/stuck_once.py", "--timeout=2", "-p", "no:cacheprovider"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    output = done.stdout + done.stderr
+    assert "stuck in tests/stuck_once.py::test_stuck_the_first_time" in output
+    if resumed:
+        assert done.returncode == 0, output[-3000:]
+        assert "running the tests after the 1 it finished once more" in output
+        assert "2 passed, 1 deselected" in output
+    else:
+        assert done.returncode != 0
+        assert "once more" not in output

@@ -5,6 +5,11 @@ Reads ``arm SECONDS NODEID`` / ``disarm`` lines on stdin from the pytest process
 deadline passes it prints the native stacks of every thread (gdb, when installed), asks the process
 for its Python stacks (SIGUSR2, faulthandler) and kills it; the last lines printed name the test and
 the native frames it is stuck in, so a CI log that shows only its tail still says where.
+
+When the native stacks show a thread inside the deletion of a DDS entity (a Fast DDS defect: the
+deletion of a reader or writer can wait for ever on the participant's timer thread), it also writes
+``stuck-in-dds-deletion NODEID`` to the run's progress file (``RACESTACK_TEST_PROGRESS``), which
+``scripts/run_tests.sh`` takes as leave to run the unfinished tests once more.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ GDB_TIMEOUT_S = 90.0
 PYTHON_STACKS_GRACE_S = 3.0
 SUMMARY_FRAMES = 12
 STDIN = 0
+DDS_DELETION = re.compile(
+    r"delete_datareader|delete_datawriter|delete_participant|~DataReaderImpl|~DataWriterImpl|unregister_timer"
+    r"|rmw_destroy_(subscription|publisher|node|service|client)|rcl_(subscription|publisher|node)_fini")
+PROGRESS = "RACESTACK_TEST_PROGRESS"
 INTERESTING = re.compile(r"fastdds|fastrtps|eprosima|rmw|rcl|rclpy|pthread|futex|lock|wait|cond", re.IGNORECASE)
 
 
@@ -65,6 +74,10 @@ def fire(pid: int, nodeid: str, limit_s: float) -> None:
     out.write(f"\n=== WATCHDOG SUMMARY: {nodeid} stuck for {limit_s:.0f} s; "
               "main thread and threads in ROS/DDS code ===\n")
     out.write("\n".join(summary(stacks) or ["(none: see the stacks above)"]) + "\n")
+    if DDS_DELETION.search(stacks) and os.environ.get(PROGRESS):
+        with open(os.environ[PROGRESS], "a") as progress:
+            progress.write(f"stuck-in-dds-deletion {nodeid}\n")
+        out.write("=== WATCHDOG: a thread is inside a DDS entity's deletion (Fast DDS) ===\n")
     out.write(f"=== WATCHDOG: killed the test run (pid {pid}) and its processes, stuck in {nodeid} ===\n")
     out.flush()
     kill_tree(pid)
