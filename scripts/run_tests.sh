@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `make test`'s pytest run. A test stuck inside a DDS entity's deletion (a Fast DDS defect that
-# holds the GIL: pytest-timeout cannot end it) is reported by the watchdog (tests/watchdog.py), which
-# kills the run; the tests that run did not finish then run once more, so one such hang does not cost
+# `make test`'s pytest run. A test stuck inside a DDS entity's deletion (Fast DDS can block there
+# with the GIL held: pytest-timeout cannot end it) is reported by the watchdog (tests/watchdog.py), which
+# kills the run; the tests that the run did not finish then run once more, so one such hang does not cost
 # the whole suite. Any failed test, a second hang, or a hang anywhere else fails the run.
 set -uo pipefail
 PY=${PY:-.venv/bin/python}

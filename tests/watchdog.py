@@ -6,8 +6,8 @@ deadline passes it prints the native stacks of every thread (gdb, when installed
 for its Python stacks (SIGUSR2, faulthandler) and kills it; the last lines printed name the test and
 the native frames it is stuck in, so a CI log that shows only its tail still says where.
 
-When the native stacks show a thread inside the deletion of a DDS entity (a Fast DDS defect: the
-deletion of a reader or writer can wait for ever on the participant's timer thread), it also writes
+When the native stacks show a thread inside the deletion of a DDS entity (where Fast DDS can block
+for ever with the GIL held; ``racestack.contexts``), it also writes
 ``stuck-in-dds-deletion NODEID`` to the run's progress file (``RACESTACK_TEST_PROGRESS``), which
 ``scripts/run_tests.sh`` takes as leave to run the unfinished tests once more.
 """
