@@ -57,7 +57,8 @@ DELETION_STACK = "Thread 3 (Thread 0x7f (LWP 9)):\n#0 0x1 in eprosima::fastdds::
 OTHER_STACK = "Thread 1 (Thread 0x7f (LWP 8)):\n#0 0x1 in __futex_abstimed_wait_common ()\n"
 
 
-@pytest.mark.parametrize(("stack", "resumed"), [(DELETION_STACK, True), (OTHER_STACK, False)])
+@pytest.mark.parametrize(("stack", "resumed"), [(DELETION_STACK, True), (OTHER_STACK, False)],
+                         ids=["dds-deletion", "other-hang"])
 def test_a_run_stuck_in_a_dds_deletion_runs_its_unfinished_tests_once_more(tmp_path, stack, resumed) -> None:
     """``scripts/run_tests.sh`` with a gdb that reports ``stack``: only a deletion hang is resumed."""
     bin_dir = tmp_path / "bin"
