@@ -68,8 +68,11 @@ def test_a_run_stuck_in_a_dds_deletion_runs_its_unfinished_tests_once_more(tmp_p
     gdb.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PY": sys.executable,
            "RACESTACK_WATCHDOG_MARGIN_S": "1", "RACESTACK_STUCK_MARKER": str(tmp_path / "stuck")}
-    for inherited in ("RACESTACK_CACHE", "PYTEST_DEBUG_TEMPROOT", "RACESTACK_TEST_PROGRESS", "RACESTACK_TEST_RESUME"):
+    for inherited in ("RACESTACK_TEST_PROGRESS", "RACESTACK_TEST_RESUME"):
         env.pop(inherited, None)
+    for variable in ("RACESTACK_CACHE", "PYTEST_DEBUG_TEMPROOT"):  # a killed run keeps its own: keep them here
+        env[variable] = str(tmp_path / variable.lower())
+        Path(env[variable]).mkdir()
     done = subprocess.run(["scripts/run_tests.sh", "tests/stuck_once.py", "--timeout=2", "-p", "no:cacheprovider"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     output = done.stdout + done.stderr
