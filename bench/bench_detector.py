@@ -40,11 +40,14 @@ def percentiles(values: list[float]) -> tuple[float, float]:
     return float(np.percentile(sample, 50)), float(np.percentile(sample, 99))
 
 
-def pre_post_cost(frames: list[np.ndarray], repeats: int = 200) -> dict[str, tuple[float, float]]:
+def pre_post_cost(
+    frames: list[np.ndarray], input_size: list[int], repeats: int = 200
+) -> dict[str, tuple[float, float]]:
     """p50/p99 (ms) of letterbox+normalize and decode+NMS+rescale, on real head outputs."""
     from perception_nodes.flying_objects.detector import DetectorConfig, FlyingObjectDetector
 
-    detector = FlyingObjectDetector(DetectorConfig(weights=weights_path(), backend="onnxruntime"), log=lambda _: None)
+    config = DetectorConfig(weights=weights_path(), backend="onnxruntime", input_size=input_size)
+    detector = FlyingObjectDetector(config, log=lambda _: None)
     outputs = [detector.infer(frame) for frame in frames[:10]]
     pre, post, total = [], [], []
     for i in range(repeats):
@@ -67,7 +70,7 @@ def weights_path() -> str:
 
 
 @contextmanager
-def detector_process(backend: str, threads: int):
+def detector_process(backend: str, threads: int, input_size: list[int]):
     """The detector node in its own process, as ``racestack launch`` starts it."""
     from racestack.graph import graph_to_processes, resolve_graph
     from racestack.launcher import LaunchSession
@@ -76,7 +79,7 @@ def detector_process(backend: str, threads: int):
         "name": "flying_object_detector",
         "entry": "flying_object_detector",
         "threads": threads,
-        "parameters": {"backend": backend, "max_input_age": 0.0, "debug_image": False},
+        "parameters": {"backend": backend, "max_input_age": 0.0, "debug_image": False, "input_size": input_size},
     }
     graph = resolve_graph({"name": "bench", "slots": {"detector": node}, "parameters": {}})
     with tempfile.TemporaryDirectory(prefix="racestack-bench-") as run_dir:
@@ -88,7 +91,9 @@ def detector_process(backend: str, threads: int):
             session.stop()
 
 
-def node_latency(frames: list[np.ndarray], backend: str, threads: int, rate: float) -> dict[str, float]:
+def node_latency(
+    frames: list[np.ndarray], backend: str, threads: int, input_size: list[int], rate: float
+) -> dict[str, float]:
     """Stamp -> 2D detections received, one frame in flight at a time."""
     from sensor_msgs.msg import Image, PointCloud2
 
@@ -102,7 +107,7 @@ def node_latency(frames: list[np.ndarray], backend: str, threads: int, rate: flo
         arrivals[stamp_to_ns(msg.header.stamp)] = time.time_ns()
 
     latencies: list[float] = []
-    with detector_process(backend, threads) as session, Probe(f"bench_detector_{backend}") as probe:
+    with detector_process(backend, threads, input_size) as session, Probe(f"bench_detector_{backend}") as probe:
         probe.collect(PointCloud2, "/perception/flying_objects/detections_2d", callback=on_boxes)
         publisher = probe.publisher(Image, "/sensing/camera/image_raw", sensor_qos())
         if not probe.wait_for_subscribers("/sensing/camera/image_raw", 1, 120.0):
@@ -128,6 +133,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_detector")
     parser.add_argument("--backends", default="onnxruntime,torch", help="comma-separated backends to measure")
     parser.add_argument("--threads", type=int, default=1, help="inference threads (the default graph uses 1)")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs="+",
+        default=[320, 416],
+        help="network input [h, w] (the lite graph's 320 416; 480 640 is the camera's own size)",
+    )
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second sent")
     args = parser.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
@@ -136,15 +148,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="racestack-bench-cache-") as cache:
         os.environ.setdefault("RACESTACK_CACHE", cache)
         frames = sim_frames(10)
-        cost = pre_post_cost(frames)
+        cost = pre_post_cost(frames, args.input_size)
+        size = "x".join(map(str, args.input_size))
         for name, (p50, p99) in cost.items():
             target = f"  (target p50 <= {PRE_POST_TARGET_MS:g} ms)" if name == "total" else ""
-            print(f"detector {name:<11} 640x480: p50 {p50:.2f} ms, p99 {p99:.2f} ms{target}")
+            print(f"detector {name:<11} 640x480 image, {size} input: p50 {p50:.2f} ms, p99 {p99:.2f} ms{target}")
         for backend in args.backends.split(","):
-            result = node_latency(frames, backend, args.threads, args.rate)
+            result = node_latency(frames, backend, args.threads, args.input_size, args.rate)
             target = f"  (target p50 <= {LATENCY_TARGET_MS:g} ms)" if backend == "onnxruntime" else ""
             print(
-                f"detector node {backend:<11} 640x480, {args.threads} thread(s), image stamp -> detections: "
+                f"detector node {backend:<11} 640x480 image, {size} input, "
+                f"{args.threads} thread(s), image stamp -> detections: "
                 f"p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms, answered {result['received']}/"
                 f"{result['sent']}{target}"
             )
