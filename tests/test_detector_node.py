@@ -130,18 +130,21 @@ def test_detects_flying_objects_in_held_out_simulator_frames(detector):
             same = large["class_id"][:, None] == boxes["class_id"][None, :]
             found += int(((iou >= 0.5) & same).any(axis=1).sum())
     assert total >= 8, "too few visible objects in the test frames"
-    # A floor under the committed model (18 of 54 here), not the accuracy target: held-out mAP50 is
-    # 0.35 against 0.8 (models/detector_yolov8n/MODEL_CARD.md, perception_nodes.flying_objects.evaluation).
+    # A floor under the committed model (stage 5 found 18 of 54 here), not the accuracy target: held-out
+    # mAP50 is 0.40 at 320x416 against 0.8 (models/detector_yolov8n/MODEL_CARD.md, flying_objects.evaluation).
     assert found >= 0.25 * total, f"found {found} of {total} flying objects of >= 16 px"
 
 
-def drone_scenario(ahead: float, left: float, altitude: float, size: float) -> Simulation:
-    """An empty oval with one hovering drone at a known spot relative to the ego car."""
+def drone_scenario(ahead: float, left: float, altitude: float, size: float, heading: float = 0.0) -> Simulation:
+    """An empty oval with one hovering drone at a known spot relative to the ego car, its body
+    turned ``heading`` from the ego's heading."""
     data = yaml.safe_load(scenario_path("oval_solo").read_text())
     data["opponents"] = []
     x, y, yaw = Simulation.from_scenario(data).ego_pose
     position = [x + ahead * np.cos(yaw) - left * np.sin(yaw), y + ahead * np.sin(yaw) + left * np.cos(yaw), altitude]
-    data["flying_objects"] = {"count": 0, "objects": [{"class": "drone", "position": position, "size": size}]}
+    turned = float(np.angle(np.exp(1j * (yaw + heading))))
+    drone = {"class": "drone", "position": position, "size": size, "heading": turned}
+    data["flying_objects"] = {"count": 0, "objects": [drone]}
     return Simulation.from_scenario(data)
 
 
@@ -152,7 +155,10 @@ def drone_scenario(ahead: float, left: float, altitude: float, size: float) -> S
 )
 def test_lifts_a_simulated_drone_within_ten_percent_of_its_range(detector, ahead, left, altitude, with_lidar):
     probe, outputs, _ = detector
-    sim = drone_scenario(ahead, left, altitude, size=1.0)
+    # Without LiDAR the range comes from the prior's largest dimension (0.81 m), so the drone is
+    # turned broadside: seen end-on its box is 0.7 times as wide and even the ground-truth box
+    # would place it 25 % too far.
+    sim = drone_scenario(ahead, left, altitude, size=1.0, heading=0.0 if with_lidar else np.pi / 2)
     frame, sweep = sim.camera_frame(), sim.lidar_sweep()
     truth = sim.flying_objects_table()
     centre = transform_points(
@@ -167,10 +173,9 @@ def test_lifts_a_simulated_drone_within_ten_percent_of_its_range(detector, ahead
     assert len(drones) >= 1, f"the drone was not detected (objects: {objects})"
     found = np.stack([drones["x"], drones["y"], drones["z"]], axis=1)
     error = np.linalg.norm(found - centre, axis=1).min()
-    # with LiDAR the range is measured (issue target: 10 %); from the size prior it is only as good as
-    # the box, whose size error becomes the range error one for one (11 % with the committed model)
-    tolerance = 0.1 if with_lidar else 0.15
-    assert error <= tolerance * np.linalg.norm(centre), f"drone at {centre} found at {found} (error {error:.2f} m)"
+    # the issue's target, for both paths; from the size prior the range is only as good as the box,
+    # whose size error becomes the range error one for one
+    assert error <= 0.1 * np.linalg.norm(centre), f"drone at {centre} found at {found} (error {error:.2f} m)"
     key = "lifted_lidar" if with_lidar else "lifted_prior"
     counted = lambda: int(diagnostics_values(outputs["diagnostics"].messages(), NODE).get(key, "0"))  # noqa: E731
     assert probe.wait_for(lambda: counted() >= 1, 5.0), f"no detection was lifted by the {key} path"
