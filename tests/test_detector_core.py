@@ -198,16 +198,18 @@ def test_near_runs_spawn_drones_and_birds_close_to_the_ego():
     from perception_nodes.flying_objects.dataset import scenario_source
     from simulation.simulation import Simulation
 
-    source = scenario_source("circuit_b", flying_count=20, near=15.0)
-    assert source["flying_objects"]["classes"]["airplane"] == 0.3, "other classes keep the scenario's weights"
-    distances = {}
-    for name, near in (("circuit_b", 0.0), (source, 15.0)):
-        sim = Simulation.from_scenario(source if near else scenario_source(name, flying_count=20), seed=1500)
+    def spawn_distances(source: str | dict) -> np.ndarray:
+        sim = Simulation.from_scenario(source, seed=1500)
         table = sim.flying_objects_table()
         small = np.isin(table["class_id"], [CLASS_ID["drone"], CLASS_ID["bird"]])
-        distances[near] = np.hypot(table["x"][small] - sim.ego_pose[0], table["y"][small] - sim.ego_pose[1])
-    assert len(distances[15.0]) >= 5 and distances[15.0].max() <= 15.0 + 1e-6
-    assert distances[0.0].max() > 15.0, "without near runs the same seed spawns some far away"
+        return np.hypot(table["x"][small] - sim.ego_pose[0], table["y"][small] - sim.ego_pose[1])
+
+    source = scenario_source("circuit_b", flying_count=20, near=15.0)
+    assert source["flying_objects"]["classes"]["airplane"] == 0.3, "other classes keep the scenario's weights"
+    near = spawn_distances(source)
+    assert len(near) >= 5 and near.max() <= 15.0 + 1e-6
+    far = spawn_distances(scenario_source("circuit_b", flying_count=20))
+    assert far.max() > 15.0, "without near runs the same seed spawns some far away"
 
 
 def test_mean_ap_counts_found_objects_and_ignores_tiny_ones():
