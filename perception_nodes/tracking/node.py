@@ -27,7 +27,7 @@ from perception_nodes.tracking.factory import create_tracker, method_config, mot
 from perception_nodes.tracking.state import Detections, EgoState
 from perception_nodes.tracking.tracker import TRACKER_METHODS, IdSource, Tracker
 from racestack.errors import InputError, ParameterError
-from racestack.node import RacestackNode, node_main, result_qos, sensor_qos, stamp_to_ns
+from racestack.node import RacestackNode, node_main, result_qos, sensor_qos, stamp_to_ns, take_all
 from racestack.objects import cloud_to_objects, objects_to_cloud, objects_to_markers, valid_objects
 from racestack.params import Param
 
@@ -140,8 +140,11 @@ class TrackerNode(RacestackNode):
         self.marker_pub = self.create_publisher(MarkerArray, p.markers_topic, result_qos()) if p.markers_topic else None
         for topic in p.detection_topics:
             self.create_subscription(PointCloud2, topic, lambda msg, t=topic: self.on_detections(msg, t), result_qos(2))
-        if p.odometry_topic:
+        self.odometry_sub = (
             self.create_subscription(Odometry, p.odometry_topic, self.on_odometry, sensor_qos(depth=20))
+            if p.odometry_topic
+            else None
+        )
         self.add_diagnostics(self._diagnostics)
         self.get_logger().info(f"tracking {p.detection_topics} with {p.method} ({association}, {self.backend})")
 
@@ -180,7 +183,16 @@ class TrackerNode(RacestackNode):
         for tracker in self.trackers.values():
             tracker.reset()
 
+    def _take_pending_odometry(self) -> None:
+        """Odometry that has arrived goes in before a detection frame is placed: rclpy's executor
+        serves subscriptions in creation order, so detections ready in the same wake-up as their pose
+        would otherwise be placed with an older pose, extrapolated (and two replays of a bag differ)."""
+        if self.odometry_sub is not None:
+            for msg, _ in take_all(self.odometry_sub):
+                self.on_odometry(msg)
+
     def on_detections(self, msg: PointCloud2, topic: str) -> None:
+        self._take_pending_odometry()
         tracker = self.trackers[topic]
         if not self.accept_stamp(topic, msg.header.stamp, on_time_jump=self._reset_all):
             return
