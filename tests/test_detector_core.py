@@ -212,6 +212,21 @@ def test_near_runs_spawn_drones_and_birds_close_to_the_ego():
     assert far.max() > 15.0, "without near runs the same seed spawns some far away"
 
 
+def test_export_in_parallel_writes_the_same_files(tmp_path):
+    from perception_nodes.flying_objects.dataset import write_split
+
+    runs = [("circuit_a", 1000), ("oval_solo", 2000), ("circuit_b", 3000)]
+    summaries = {
+        jobs: write_split(tmp_path / str(jobs), "train", runs, 3, 2, 1.0, 95, flying_count=12, jobs=jobs)
+        for jobs in (1, 2)
+    }
+    assert summaries[1] == summaries[2] and summaries[1]["images"] == 9
+    files = sorted(p.relative_to(tmp_path / "1") for p in (tmp_path / "1").rglob("*") if p.is_file())
+    assert len(files) == 18
+    for name in files:
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes(), name
+
+
 def test_mean_ap_counts_found_objects_and_ignores_tiny_ones():
     from perception_nodes.flying_objects.metrics import ImageResult, mean_ap
 

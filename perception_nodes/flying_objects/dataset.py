@@ -23,7 +23,9 @@ import os
 import shlex
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -128,6 +130,43 @@ def render_samples(
                 return
 
 
+@dataclass(frozen=True)
+class Export:
+    """How a split's runs are rendered and written (shared by every run of the split)."""
+
+    images: Path
+    labels: Path
+    frames: int
+    every: int
+    empty_keep: float
+    quality: int
+    flying_count: int = 0
+    start: int = 10
+    near: float = 0.0
+
+
+def write_run(export: Export, run: tuple[str, int | None]) -> tuple[int, np.ndarray]:
+    """Export one run's frames; the images written and their objects per class."""
+    scenario, seed = run
+    keep_empty = np.random.default_rng(seed or 0)
+    counts = np.zeros(len(FLYING_CLASSES), dtype=np.int64)
+    written = 0
+    kind = "_near" if export.near > 0 else ""
+    samples = render_samples(
+        scenario, seed, export.frames, export.every, export.flying_count, export.start, export.near
+    )
+    for index, sample in enumerate(samples):
+        if not sample.labels and keep_empty.random() >= export.empty_keep:
+            continue
+        stem = f"{Path(scenario).name}{kind}_s{'default' if seed is None else seed}_{index:05d}"
+        bgr = np.ascontiguousarray(sample.image[:, :, ::-1])
+        cv2.imwrite(str(export.images / f"{stem}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, export.quality])
+        (export.labels / f"{stem}.txt").write_text("".join(f"{line}\n" for line in sample.labels))
+        counts += np.bincount(sample.classes, minlength=len(FLYING_CLASSES))
+        written += 1
+    return written, counts
+
+
 def write_split(
     root: Path,
     split: str,
@@ -139,26 +178,25 @@ def write_split(
     flying_count: int = 0,
     start: int = 10,
     near: float = 0.0,
+    jobs: int = 1,
 ) -> dict:
-    """Export the runs' frames into ``root/images/split`` and ``root/labels/split``; counts per class."""
+    """Export the runs' frames into ``root/images/split`` and ``root/labels/split``; counts per class.
+
+    Runs are independent (each seeds its own simulation), so ``jobs`` processes render them at once
+    and the export is the same for any ``jobs``."""
     images, labels = root / "images" / split, root / "labels" / split
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
+    export = Export(images, labels, frames, every, empty_keep, quality, flying_count, start, near)
     counts = np.zeros(len(FLYING_CLASSES), dtype=np.int64)
     written = 0
-    kind = "_near" if near > 0 else ""
-    for scenario, seed in runs:
-        keep_empty = np.random.default_rng(seed or 0)
-        for index, sample in enumerate(render_samples(scenario, seed, frames, every, flying_count, start, near)):
-            if not sample.labels and keep_empty.random() >= empty_keep:
-                continue
-            stem = f"{Path(scenario).name}{kind}_s{'default' if seed is None else seed}_{index:05d}"
-            bgr = np.ascontiguousarray(sample.image[:, :, ::-1])
-            cv2.imwrite(str(images / f"{stem}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-            (labels / f"{stem}.txt").write_text("".join(f"{line}\n" for line in sample.labels))
-            counts += np.bincount(sample.classes, minlength=len(FLYING_CLASSES))
-            written += 1
-        print(f"{split}: {scenario} (seed {seed}): {written} images so far", flush=True)
+    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for (scenario, seed), (run_written, run_counts) in zip(
+            runs, pool.map(partial(write_run, export), runs), strict=True
+        ):
+            written += run_written
+            counts += run_counts
+            print(f"{split}: {scenario} (seed {seed}): {written} images so far", flush=True)
     return {"images": written, "objects": dict(zip(FLYING_CLASSES, counts.tolist(), strict=True))}
 
 
@@ -174,6 +212,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=int, default=10, help="simulator frames before the first exported one")
     parser.add_argument("--empty-keep", type=float, default=0.1, help="share of frames without objects kept")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    parser.add_argument("--jobs", type=int, default=1, help="runs rendered at once (processes)")
     parser.add_argument("--tiles-from", type=Path, default=None, help="tile this frame export instead of rendering")
     parser.add_argument("--tile", type=int, default=160, help="tile size (pixels, at the inference scale)")
     parser.add_argument("--long-side", type=int, default=416, help="network input long side (inference scale)")
@@ -228,7 +267,15 @@ def run(args: argparse.Namespace) -> int:
     if leaked:
         raise SystemExit(f"held-out scenario(s) {', '.join(sorted(set(leaked)))} cannot be used for training")
     out = args.out
-    common = {"every": args.every, "empty_keep": args.empty_keep, "quality": args.quality, "start": args.start}
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs must be at least 1, got {args.jobs}")
+    common = {
+        "every": args.every,
+        "empty_keep": args.empty_keep,
+        "quality": args.quality,
+        "start": args.start,
+        "jobs": args.jobs,
+    }
     dense = {**common, "flying_count": args.flying_count}
     splits = {
         "train": write_split(
