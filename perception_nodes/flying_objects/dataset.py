@@ -190,7 +190,7 @@ def write_split(
     export = Export(images, labels, frames, every, empty_keep, quality, flying_count, start, near)
     counts = np.zeros(len(FLYING_CLASSES), dtype=np.int64)
     written = 0
-    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
         for (scenario, seed), (run_written, run_counts) in zip(
             runs, pool.map(partial(write_run, export), runs), strict=True
         ):
