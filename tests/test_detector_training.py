@@ -90,7 +90,8 @@ def test_training_and_inference_never_touch_the_network(tmp_path):
     out = tmp_path / "model"
     train = [
         *racestack, "train", "detector", "--data", str(data / "data.yaml"), "--epochs", "1", "--imgsz", "128",
-        "--batch", "4", "--workers", "0", "--cache", "none", "--runs", str(tmp_path / "runs"), "--out", str(out),
+        "--batch", "4", "--workers", "0", "--threads", "2", "--cache", "none",
+        "--runs", str(tmp_path / "runs"), "--out", str(out),
     ]  # fmt: skip
     output = run_offline(train, env, tmp_path)
     assert (out / "weights.pt").is_file() and (out / "metrics.json").is_file(), output[-2000:]
@@ -112,7 +113,9 @@ def test_training_and_inference_never_touch_the_network(tmp_path):
     assert "onnxruntime" in output
     attempts = log.read_text() if log.exists() else ""
     assert not attempts, f"network access attempted:\n{attempts}"
-    assert np.isfinite(float(yaml.safe_load((out / "metrics.json").read_text())["evaluation"]["map50"]))
+    metrics = yaml.safe_load((out / "metrics.json").read_text())
+    assert np.isfinite(float(metrics["evaluation"]["map50"]))
+    assert metrics["torch_threads"] == 2, "ultralytics' own choice (cores - 1) replaced --threads"
 
 
 @pytest.mark.parametrize(("model", "parameters"), [("yolov8n", 3.0e6), ("yolov8m", 25.8e6)])

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from perception_nodes.flying_objects.classes import global_class_ids
-from perception_nodes.flying_objects.detector import DetectorConfig, FlyingObjectDetector, offline_yolo
+from perception_nodes.flying_objects.detector import DetectorConfig, FlyingObjectDetector, offline_yolo, use_cpu_threads
 from perception_nodes.flying_objects.metrics import ImageResult, mean_ap
 from perception_nodes.flying_objects.postprocess import Thresholds
 from perception_nodes.flying_objects.preprocess import camera_input_size
@@ -83,10 +83,18 @@ def pipeline_results(weights: str | Path, images: list[Path], names: list[str], 
     return results
 
 
-def evaluate(weights: str | Path, data: str | Path, split: str = "test", imgsz: int = 416, device: str = "cpu") -> dict:
+def evaluate(
+    weights: str | Path,
+    data: str | Path,
+    split: str = "test",
+    imgsz: int = 416,
+    device: str = "cpu",
+    threads: int = 0,
+) -> dict:
     """mAP50, mAP50-95 and per-class mAP50-95 of ``weights`` on ``split`` of ``data``."""
     YOLO = offline_yolo()
     model = YOLO(str(weights), task="detect")
+    use_cpu_threads(model, threads)
     metrics = model.val(
         data=str(data), split=split, imgsz=imgsz, batch=8, device=device, plots=False, workers=0, verbose=False
     )

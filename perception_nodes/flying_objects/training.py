@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from perception_nodes.flying_objects.detector import offline_yolo
+from perception_nodes.flying_objects.detector import offline_yolo, use_cpu_threads
 from perception_nodes.flying_objects.evaluation import evaluate, report
 
 MODEL_FAMILIES = ("yolov8n", "yolov8s", "yolov8m", "yolov8l", "yolov8x")
@@ -54,6 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="data-loader processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads on the CPU (0: every core)")
     parser.add_argument("--optimizer", default="auto", help="ultralytics optimizer (SGD, AdamW, auto)")
     parser.add_argument("--lr0", type=float, default=0.0, help="initial learning rate (0: ultralytics' choice)")
     parser.add_argument("--lrf", type=float, default=0.01, help="final learning rate as a fraction of --lr0")
@@ -115,6 +116,7 @@ def train(args: argparse.Namespace) -> Path:
     if args.lr0 > 0:
         options["lr0"] = args.lr0
     model = YOLO(source, task="detect")
+    use_cpu_threads(model, args.threads)
     model.train(**options)
     return Path(model.trainer.best if Path(model.trainer.best).is_file() else model.trainer.last)
 
@@ -140,6 +142,13 @@ def results_as_columns(trainer) -> dict[str, list[float]]:
     return {name.strip(): [float(row[name]) for row in rows] for name in rows[0]} if rows else {}
 
 
+def torch_threads() -> int:
+    """The threads torch ran on: what the model card's training time was measured with."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.time()
     best = train(args)
@@ -154,12 +163,15 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model,
         "imgsz": args.imgsz,
         "seed": args.seed,
+        "torch_threads": torch_threads(),
         "train_minutes": round((time.time() - started) / 60.0, 1),
         "checkpoint": str(checkpoint),
         "checkpoint_mb": round(checkpoint.stat().st_size / 2**20, 2),
     }
     if not args.no_eval:
-        result = evaluate(checkpoint, args.data, args.eval_split, args.eval_imgsz or args.imgsz, args.device)
+        result = evaluate(
+            checkpoint, args.data, args.eval_split, args.eval_imgsz or args.imgsz, args.device, args.threads
+        )
         print(report(result))
         record["evaluation"] = result
     (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
