@@ -227,6 +227,17 @@ def test_export_in_parallel_writes_the_same_files(tmp_path):
         assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes(), name
 
 
+def test_first_run_extends_an_export_with_new_runs_only():
+    from perception_nodes.flying_objects.dataset import NEAR_SEED_OFFSET, training_runs
+
+    scenarios = ["circuit_a", "oval_solo"]
+    old, new = training_runs(scenarios, 3), training_runs(scenarios, 2, first=3)
+    assert not set(old) & set(new), "an extension renders none of the old runs again"
+    assert sorted(old + new) == sorted(training_runs(scenarios, 5)), "old + new is the larger export"
+    near = training_runs(scenarios, 2, first=3, offset=NEAR_SEED_OFFSET)
+    assert not {seed for _, seed in near} & {seed for _, seed in training_runs(scenarios, 10)}
+
+
 def test_mean_ap_counts_found_objects_and_ignores_tiny_ones():
     from perception_nodes.flying_objects.metrics import ImageResult, mean_ap
 

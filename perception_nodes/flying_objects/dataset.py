@@ -228,6 +228,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--near-distance", type=float, default=25.0, help="metres within which the near runs spawn drones and birds"
     )
+    parser.add_argument(
+        "--first-run",
+        type=int,
+        default=0,
+        help="index of the first training and near run per scenario: extends an export made with fewer runs",
+    )
 
 
 def write_tiles(args: argparse.Namespace) -> int:
@@ -246,13 +252,19 @@ def write_tiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def training_runs(scenarios: list[str], count: int, first: int = 0, offset: int = 0) -> list[tuple[str, int]]:
+    """Runs ``first`` .. ``first + count - 1`` of each scenario; run k of an export is run k of any
+    larger one, so ``--first-run`` adds new runs to an export without rendering its old ones again."""
+    return [(s, (k + 1) * SEED_STRIDE + offset) for s in scenarios for k in range(first, first + count)]
+
+
 def near_split(out: Path, training: list[str], args: argparse.Namespace, dense: dict) -> dict:
     """The extra training runs with drones and birds close by (none without ``--near-seeds``)."""
     if args.near_seeds <= 0:
         return {}
     if args.near_distance <= 0:
         raise SystemExit(f"--near-distance must be positive, got {args.near_distance:g}")
-    runs = [(s, (k + 1) * SEED_STRIDE + NEAR_SEED_OFFSET) for s in training for k in range(args.near_seeds)]
+    runs = training_runs(training, args.near_seeds, args.first_run, NEAR_SEED_OFFSET)
     return {"train_near": write_split(out, "train", runs, args.frames, **dense, near=args.near_distance)}
 
 
@@ -269,6 +281,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be at least 1, got {args.jobs}")
+    if args.first_run < 0:
+        raise SystemExit(f"--first-run must be 0 or more, got {args.first_run}")
     common = {
         "every": args.every,
         "empty_keep": args.empty_keep,
@@ -281,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
         "train": write_split(
             out,
             "train",
-            [(s, (k + 1) * SEED_STRIDE) for s in training for k in range(args.seeds)],
+            training_runs(training, args.seeds, args.first_run),
             args.frames,
             **dense,
         ),
