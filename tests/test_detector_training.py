@@ -128,3 +128,25 @@ def test_models_build_from_their_yaml_without_downloads(model, parameters):
     network = offline_yolo()(source, task="detect").model
     count = sum(p.numel() for p in network.parameters())
     assert abs(count - parameters) < 0.1 * parameters
+
+
+def test_averaged_checkpoint_holds_the_mean_weights_and_loads(tmp_path):
+    import torch
+
+    from perception_nodes.flying_objects.averaging import main as average
+    from perception_nodes.flying_objects.detector import offline_yolo
+
+    paths = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        network = offline_yolo()("yolov8n.yaml", task="detect").model
+        paths.append(tmp_path / f"s{seed}.pt")
+        torch.save({"model": network, "ema": None}, paths[-1])
+    assert average([*map(str, paths), "--out", str(tmp_path / "mean.pt")]) == 0
+    first, second = (torch.load(p, weights_only=False)["model"].state_dict() for p in paths)
+    key = next(k for k in first if k.endswith("conv.weight") and not torch.equal(first[k], second[k]))
+    mean = offline_yolo()(str(tmp_path / "mean.pt"), task="detect").model.state_dict()
+    torch.testing.assert_close(mean[key], (first[key] + second[key]) / 2)
+    torch.save({"model": offline_yolo()("yolov8s.yaml", task="detect").model}, tmp_path / "s.pt")
+    with pytest.raises(SystemExit, match="another architecture"):
+        average([str(paths[0]), str(tmp_path / "s.pt"), "--out", str(tmp_path / "bad.pt")])
