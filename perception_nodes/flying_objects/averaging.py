@@ -23,6 +23,12 @@ def load_checkpoint(path: Path) -> dict:
     return checkpoint
 
 
+def network(checkpoint: dict) -> torch.nn.Module:
+    """The weights ultralytics would load: the EMA of a mid-training checkpoint, else the model."""
+    ema = checkpoint.get("ema")
+    return ema if isinstance(ema, torch.nn.Module) else checkpoint["model"]
+
+
 def average_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Mean of each floating-point tensor (computed in float32, stored in its own dtype); counters
     such as BatchNorm's ``num_batches_tracked`` are taken from the first state."""
@@ -43,8 +49,10 @@ def average_checkpoints(paths: list[Path]) -> dict:
     if len(paths) < 2:
         raise SystemExit("averaging needs at least two checkpoints")
     checkpoints = [load_checkpoint(p) for p in paths]
+    networks = [network(c) for c in checkpoints]
     result = checkpoints[-1]
-    result["model"].load_state_dict(average_state([c["model"].state_dict() for c in checkpoints]))
+    result["model"] = networks[-1]
+    result["model"].load_state_dict(average_state([n.state_dict() for n in networks]))
     result["ema"] = None
     result["averaged_from"] = [str(p) for p in paths]
     return result
