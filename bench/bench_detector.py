@@ -3,7 +3,9 @@
 The node runs in its own process (started like the launcher does); this process publishes 640x480
 rgb8 frames rendered by the simulator, one at a time at 10 Hz, and measures image stamp -> arrival
 of the 2D detections (through DDS). Targets (issue 5): CPU default (ONNX Runtime) p50 <= 60 ms;
-preprocessing + postprocessing <= 5 ms.
+preprocessing + postprocessing <= 5 ms. Without options it measures the node's defaults (the int8
+ONNX file at 608x800 on two threads: the CPU default model) and the lite graph's setting (the float
+checkpoint at 320x416 on one thread, ONNX Runtime and PyTorch); any option measures that one setup.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -41,12 +45,12 @@ def percentiles(values: list[float]) -> tuple[float, float]:
 
 
 def pre_post_cost(
-    frames: list[np.ndarray], input_size: list[int], repeats: int = 200
+    frames: list[np.ndarray], weights: str, input_size: list[int], repeats: int = 200
 ) -> dict[str, tuple[float, float]]:
     """p50/p99 (ms) of letterbox+normalize and decode+NMS+rescale, on real head outputs."""
     from perception_nodes.flying_objects.detector import DetectorConfig, FlyingObjectDetector
 
-    config = DetectorConfig(weights=weights_path(), backend="onnxruntime", input_size=input_size)
+    config = DetectorConfig(weights=weights, backend="onnxruntime", input_size=input_size)
     detector = FlyingObjectDetector(config, log=lambda _: None)
     outputs = [detector.infer(frame) for frame in frames[:10]]
     pre, post, total = [], [], []
@@ -70,7 +74,7 @@ def weights_path() -> str:
 
 
 @contextmanager
-def detector_process(backend: str, threads: int, input_size: list[int]):
+def detector_process(backend: str, weights: str, threads: int, input_size: list[int]):
     """The detector node in its own process, as ``racestack launch`` starts it."""
     from racestack.graph import graph_to_processes, resolve_graph
     from racestack.launcher import LaunchSession
@@ -79,7 +83,13 @@ def detector_process(backend: str, threads: int, input_size: list[int]):
         "name": "flying_object_detector",
         "entry": "flying_object_detector",
         "threads": threads,
-        "parameters": {"backend": backend, "max_input_age": 0.0, "debug_image": False, "input_size": input_size},
+        "parameters": {
+            "backend": backend,
+            "weights": weights,
+            "max_input_age": 0.0,
+            "debug_image": False,
+            "input_size": input_size,
+        },
     }
     graph = resolve_graph({"name": "bench", "slots": {"detector": node}, "parameters": {}})
     with tempfile.TemporaryDirectory(prefix="racestack-bench-") as run_dir:
@@ -92,7 +102,7 @@ def detector_process(backend: str, threads: int, input_size: list[int]):
 
 
 def node_latency(
-    frames: list[np.ndarray], backend: str, threads: int, input_size: list[int], rate: float
+    frames: list[np.ndarray], backend: str, weights: str, threads: int, input_size: list[int], rate: float
 ) -> dict[str, float]:
     """Stamp -> 2D detections received, one frame in flight at a time."""
     from sensor_msgs.msg import Image, PointCloud2
@@ -107,7 +117,10 @@ def node_latency(
         arrivals[stamp_to_ns(msg.header.stamp)] = time.time_ns()
 
     latencies: list[float] = []
-    with detector_process(backend, threads, input_size) as session, Probe(f"bench_detector_{backend}") as probe:
+    with (
+        detector_process(backend, weights, threads, input_size) as session,
+        Probe(f"bench_detector_{backend}") as probe,
+    ):
         probe.collect(PointCloud2, "/perception/flying_objects/detections_2d", callback=on_boxes)
         publisher = probe.publisher(Image, "/sensing/camera/image_raw", sensor_qos())
         if not probe.wait_for_subscribers("/sensing/camera/image_raw", 1, 120.0):
@@ -129,17 +142,57 @@ def node_latency(
     return {"p50": p50, "p99": p99, "received": len(latencies), "sent": FRAMES}
 
 
+@dataclass(frozen=True)
+class Setup:
+    """One measured configuration of the node."""
+
+    label: str
+    weights: str
+    backend: str
+    threads: int
+    input_size: list[int]
+
+
+def default_setups() -> list[Setup]:
+    """The node's defaults (the CPU default model), then the lite graph's setting on both backends."""
+    from perception_nodes.flying_objects.node import DEFAULT_INPUT_SIZE, DEFAULT_WEIGHTS
+    from racestack.paths import models_dir
+
+    int8 = str(models_dir() / DEFAULT_WEIGHTS)
+    return [
+        Setup("node default (int8 ONNX)", int8, "onnxruntime", 2, DEFAULT_INPUT_SIZE),
+        Setup("lite graph", weights_path(), "onnxruntime", 1, [320, 416]),
+        Setup("lite graph", weights_path(), "torch", 1, [320, 416]),
+    ]
+
+
+def chosen_setups(args: argparse.Namespace) -> list[Setup]:
+    """The default setups, or the one the options describe when any is given."""
+    if args.backends is None and args.threads is None and args.input_size is None and args.weights is None:
+        return default_setups()
+    weights = args.weights or weights_path()
+    size = args.input_size or [320, 416]
+    return [Setup("chosen", weights, b, args.threads or 1, size) for b in (args.backends or "onnxruntime").split(",")]
+
+
+def report_pre_post(frames: list[np.ndarray], setup: Setup) -> None:
+    size = "x".join(map(str, setup.input_size))
+    for name, (p50, p99) in pre_post_cost(frames, setup.weights, setup.input_size).items():
+        target = f"  (target p50 <= {PRE_POST_TARGET_MS:g} ms)" if name == "total" else ""
+        print(f"detector {name:<11} 640x480 image, {size} input: p50 {p50:.2f} ms, p99 {p99:.2f} ms{target}")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_detector")
-    parser.add_argument("--backends", default="onnxruntime,torch", help="comma-separated backends to measure")
-    parser.add_argument("--threads", type=int, default=1, help="inference threads (the default graph uses 1)")
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_detector", description=__doc__)
+    parser.add_argument("--backends", help="comma-separated backends to measure (default onnxruntime)")
+    parser.add_argument("--threads", type=int, help="inference threads (default 1)")
     parser.add_argument(
         "--input-size",
         type=int,
         nargs="+",
-        default=[320, 416],
-        help="network input [h, w] (the lite graph's 320 416; 480 640 is the camera's own size)",
+        help="network input [h, w] (default the lite graph's 320 416; 480 640 is the camera's own size)",
     )
+    parser.add_argument("--weights", help="checkpoint or ONNX file (its fixed input wins; default weights.pt)")
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second sent")
     args = parser.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
@@ -148,17 +201,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="racestack-bench-cache-") as cache:
         os.environ.setdefault("RACESTACK_CACHE", cache)
         frames = sim_frames(10)
-        cost = pre_post_cost(frames, args.input_size)
-        size = "x".join(map(str, args.input_size))
-        for name, (p50, p99) in cost.items():
-            target = f"  (target p50 <= {PRE_POST_TARGET_MS:g} ms)" if name == "total" else ""
-            print(f"detector {name:<11} 640x480 image, {size} input: p50 {p50:.2f} ms, p99 {p99:.2f} ms{target}")
-        for backend in args.backends.split(","):
-            result = node_latency(frames, backend, args.threads, args.input_size, args.rate)
-            target = f"  (target p50 <= {LATENCY_TARGET_MS:g} ms)" if backend == "onnxruntime" else ""
+        setups = chosen_setups(args)
+        for setup in {(s.weights, tuple(s.input_size)): s for s in setups}.values():
+            report_pre_post(frames, setup)
+        for setup in setups:
+            result = node_latency(frames, setup.backend, setup.weights, setup.threads, setup.input_size, args.rate)
+            target = f"  (target p50 <= {LATENCY_TARGET_MS:g} ms)" if setup.backend == "onnxruntime" else ""
             print(
-                f"detector node {backend:<11} 640x480 image, {size} input, "
-                f"{args.threads} thread(s), image stamp -> detections: "
+                f"detector node {setup.label}, {setup.backend}, {Path(setup.weights).name}, 640x480 image, "
+                f"{'x'.join(map(str, setup.input_size))} input, {setup.threads} thread(s), image stamp -> detections: "
                 f"p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms, answered {result['received']}/"
                 f"{result['sent']}{target}"
             )
