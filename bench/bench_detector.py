@@ -4,8 +4,9 @@ The node runs in its own process (started like the launcher does); this process 
 rgb8 frames rendered by the simulator, one at a time at 10 Hz, and measures image stamp -> arrival
 of the 2D detections (through DDS). Targets (issue 5): CPU default (ONNX Runtime) p50 <= 60 ms;
 preprocessing + postprocessing <= 5 ms. Without options it measures the node's defaults (the int8
-ONNX file at 608x800 on two threads: the CPU default model) and the lite graph's setting (the float
-checkpoint at 320x416 on one thread, ONNX Runtime and PyTorch); any option measures that one setup.
+ONNX file at 608x800 on two threads: the CPU default model), the lite graph's setting (its int8 file
+on one thread) and the float checkpoint at 320x416 on one thread with ONNX Runtime and PyTorch; any
+option measures that one setup.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from racestack.graph import use_stack_transports
 
@@ -154,15 +156,22 @@ class Setup:
 
 
 def default_setups() -> list[Setup]:
-    """The node's defaults (the CPU default model), then the lite graph's setting on both backends."""
-    from perception_nodes.flying_objects.node import DEFAULT_INPUT_SIZE, DEFAULT_WEIGHTS
-    from racestack.paths import models_dir
+    """The node's defaults (the CPU default model), the lite graph's setting, the float checkpoint."""
+    from perception_nodes.flying_objects.detector import read_model_info
+    from perception_nodes.flying_objects.node import DEFAULT_WEIGHTS
+    from racestack.paths import models_dir, share_dir
 
-    int8 = str(models_dir() / DEFAULT_WEIGHTS)
+    lite = yaml.safe_load((share_dir() / "config" / "params" / "lite.yaml").read_text())
+    onnx_files = [
+        str(models_dir() / DEFAULT_WEIGHTS),
+        str(models_dir() / lite["flying_object_detector"]["ros__parameters"]["weights"]),
+    ]
+    default, lite_graph = ((path, list(read_model_info(path).input_hw)) for path in onnx_files)
     return [
-        Setup("node default (int8 ONNX)", int8, "onnxruntime", 2, DEFAULT_INPUT_SIZE),
-        Setup("lite graph", weights_path(), "onnxruntime", 1, [320, 416]),
-        Setup("lite graph", weights_path(), "torch", 1, [320, 416]),
+        Setup("node default", default[0], "onnxruntime", 2, default[1]),
+        Setup("lite graph", lite_graph[0], "onnxruntime", 1, lite_graph[1]),
+        Setup("float checkpoint", weights_path(), "onnxruntime", 1, [320, 416]),
+        Setup("float checkpoint", weights_path(), "torch", 1, [320, 416]),
     ]
 
 
