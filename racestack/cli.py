@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
         "mpc": ("planning_nodes.mpc.learning", "MPC cost weights from expert driving"),
     },
     "export": ("racestack.export", "export networks to ONNX"),
+    "quantize": {"detector": ("perception_nodes.flying_objects.quantization", "int8 ONNX file for the CPU")},
     "build-engines": ("racestack.engines", "build TensorRT engines from the ONNX files"),
     "bench": ("bench.__main__", "run the benchmarks"),
 }

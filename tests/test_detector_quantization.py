@@ -117,6 +117,23 @@ def test_calibration_images_are_a_fixed_draw_from_the_split(tmp_path):
         calibration_paths(data, "val")
 
 
+def test_command_writes_a_file_the_node_loads(tmp_path):
+    from racestack.cli import main
+
+    folder = tmp_path / "images" / "train"
+    folder.mkdir(parents=True)
+    for i, sample in enumerate(render_samples("circuit_a", 5, frames=4, every=5, flying_count=8)):
+        cv2.imwrite(str(folder / f"{i}.jpg"), sample.image[:, :, ::-1])
+    data = tmp_path / "data.yaml"
+    data.write_text(f"path: {tmp_path}\ntrain: images/train\nnames: [drone, bird, airplane, helicopter]\n")
+    out = tmp_path / "int8.onnx"
+    args = ["--weights", str(WEIGHTS), "--data", str(data), "--count", "3", "--input-size", "256", "320"]
+    assert main(["quantize", "detector", *args, "--out", str(out)]) == 0
+    detector = FlyingObjectDetector(DetectorConfig(weights=str(out), backend="onnxruntime"), log=lambda _: None)
+    assert detector.input_hw == (256, 320)
+    assert detector.names == ["drone", "bird", "airplane", "helicopter"]
+
+
 def test_refuses_no_frames_and_a_dynamic_input(models, tmp_path):
     import onnx
 
