@@ -29,7 +29,8 @@ from racestack.pointcloud import SerializedCloud, read_points
 from racestack.stats import RollingStats
 from racestack.transforms import camera_optical_matrix, pose_matrix, transform_points
 
-# the CPU default: int8 at 608x800 (held-out mAP50 0.81, node p50 52 ms on two threads, docs/detector.md)
+# the CPU default: int8 at 608x800 (held-out mAP50 0.81, 0.77 on a second sample; node p50 40-52 ms on two
+# threads; docs/detector.md)
 DEFAULT_WEIGHTS = "detector_yolov8n/weights-int8-608x800.onnx"
 DEFAULT_INPUT_SIZE = [608, 800]
 ENCODINGS = ("rgb8", "bgr8")
