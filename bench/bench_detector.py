@@ -179,8 +179,11 @@ def chosen_setups(args: argparse.Namespace) -> list[Setup]:
     """The default setups, or the one the options describe when any is given."""
     if args.backends is None and args.threads is None and args.input_size is None and args.weights is None:
         return default_setups()
+    from perception_nodes.flying_objects.detector import read_model_info
+
     weights = args.weights or weights_path()
-    size = args.input_size or [320, 416]
+    fixed = read_model_info(weights).input_hw
+    size = list(fixed) if fixed else args.input_size or [320, 416]
     return [Setup("chosen", weights, b, args.threads or 1, size) for b in (args.backends or "onnxruntime").split(",")]
 
 
