@@ -130,9 +130,9 @@ def test_detects_flying_objects_in_held_out_simulator_frames(detector):
             same = large["class_id"][:, None] == boxes["class_id"][None, :]
             found += int(((iou >= 0.5) & same).any(axis=1).sum())
     assert total >= 8, "too few visible objects in the test frames"
-    # A floor under the node's default model (stage 5 at 320x416 found 18 of 54 here), not the accuracy
-    # target: held-out mAP50 is 0.81 for the default int8 file (models/detector_yolov8n/MODEL_CARD.md).
-    assert found >= 0.25 * total, f"found {found} of {total} flying objects of >= 16 px"
+    # A floor under the node's default model, the int8 file at 608x800, which finds 52 of 54 here (stage 5
+    # at 320x416 found 18); its held-out mAP50 is 0.81 (models/detector_yolov8n/MODEL_CARD.md).
+    assert found >= 0.8 * total, f"found {found} of {total} flying objects of >= 16 px"
 
 
 def drone_scenario(ahead: float, left: float, altitude: float, size: float, heading: float = 0.0) -> Simulation:
