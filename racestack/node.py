@@ -375,6 +375,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
             spin_frames(node, executor)
     except StartupError as exc:
         print(f"[racestack] start-up error: {exc}", file=sys.stderr, flush=True)
+        if node is None:
+            node = _half_built(exc)
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -428,6 +430,22 @@ def _spin_recording(executor: SingleThreadedExecutor, failures: list[BaseExcepti
         pass
     except BaseException as exc:  # handed to the frame loop, which raises it in the main thread
         failures.append(exc)
+
+
+def _half_built(exc: BaseException) -> Node | None:
+    """The node whose constructor raised ``exc``, if any.
+
+    Left to the garbage collector, its timer, clock and publishers were freed in a cycle's arbitrary
+    order after the context's shutdown, and a node stopping on a start-up error once died of SIGSEGV
+    (CI, exit -11 instead of 2); destroyed as a node, they go in rclpy's order.
+    """
+    trace = exc.__traceback__
+    while trace is not None:
+        candidate = trace.tb_frame.f_locals.get("self")
+        if isinstance(candidate, Node):
+            return candidate
+        trace = trace.tb_next
+    return None
 
 
 def _close(node: Node | None, executor: SingleThreadedExecutor) -> None:

@@ -25,14 +25,15 @@ _OWNED_PROCESS: set[int] = set()  # pids whose racestack entry point owns the pr
 
 
 def own_process() -> None:
-    """Called first by the entry points: Ctrl-C works from here on, SIGUSR1 prints every thread's
-    stack, and ``exit_if_stuck`` may end this process. Library callers (tests, notebooks) keep their
-    own handlers and are never ended."""
+    """Called first by the entry points: Ctrl-C works from here on, SIGUSR1 and a fatal signal
+    (SIGSEGV, SIGABRT) print every thread's stack, and ``exit_if_stuck`` may end this process.
+    Library callers (tests, notebooks) keep their own handlers and are never ended."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     _OWNED_PROCESS.add(os.getpid())
-    if sys.__stderr__ is not None:  # ``kill -USR1 <pid>``: where is this process stuck?
+    if sys.__stderr__ is not None:  # ``kill -USR1 <pid>``: where is this process stuck? A crash: where?
         with contextlib.suppress(OSError, ValueError, RuntimeError):
             faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+            faulthandler.enable(file=sys.__stderr__, all_threads=True)
 
 
 def exit_code(call: Callable[[], int | None], label: str) -> int:

@@ -344,6 +344,38 @@ def test_a_process_stuck_at_exit_leaves_with_its_stacks() -> None:
     assert "Timeout" in result.stderr and "line 5" in result.stderr, result.stderr
 
 
+def test_a_process_that_crashes_prints_its_stacks() -> None:
+    """A racestack process killed by a fatal signal says where it was (CI once saw only exit -11)."""
+    code = (
+        "import os, signal\nfrom racestack.process import own_process\n"
+        "own_process()\nos.kill(os.getpid(), signal.SIGSEGV)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert result.returncode == -signal.SIGSEGV
+    assert "Segmentation fault" in result.stderr and 'File "<string>", line 4' in result.stderr, result.stderr
+
+
+def test_a_node_whose_constructor_fails_is_destroyed_before_the_exit() -> None:
+    """A start-up error leaves a half-built node (timer, publishers): it is destroyed as a node, not
+    left to the garbage collector after the context's shutdown, and the process exits 2."""
+    code = (
+        "from rclpy.node import Node\nfrom racestack.errors import StartupError\n"
+        "from racestack.node import run_node\ndestroyed = []\n"
+        "class Broken(Node):\n"
+        "    def __init__(self):\n"
+        "        super().__init__('broken')\n"
+        "        self.create_timer(0.1, lambda: None)\n"
+        "        raise StartupError(\"model file 'x.pt' does not exist\")\n"
+        "    def destroy_node(self):\n"
+        "        destroyed.append(self.get_name())\n"
+        "        super().destroy_node()\n"
+        "print('exit', run_node(Broken, ['test']), destroyed)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert "exit 2 ['broken']" in result.stdout, result.stdout + result.stderr
+    assert "start-up error: model file 'x.pt'" in result.stderr
+
+
 def test_the_exit_watchdog_never_ends_a_library_caller() -> None:
     from racestack.process import exit_if_stuck
 
