@@ -4,7 +4,7 @@ The node runs in its own process (started like the launcher does); this process 
 rgb8 frames rendered by the simulator, one at a time at 10 Hz, and measures image stamp -> arrival
 of the 2D detections (through DDS). Targets (issue 5): CPU default (ONNX Runtime) p50 <= 60 ms;
 preprocessing + postprocessing <= 5 ms. Without options it measures the node's defaults (the int8
-ONNX file at 608x800 on two threads: the CPU default model), the lite graph's setting (its int8 file
+ONNX file at 672x896 on two threads: the CPU default model), the lite graph's setting (its int8 file
 on one thread) and the float checkpoint at 320x416 on one thread with ONNX Runtime and PyTorch; any
 option measures that one setup.
 """

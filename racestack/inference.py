@@ -144,7 +144,9 @@ class OnnxRunner:
 
     backend = "onnxruntime"
 
-    def __init__(self, spec: NetworkSpec, onnx_file: Path, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(
+        self, spec: NetworkSpec, onnx_file: Path, device: str = "cpu", threads: int = 0, spinning: bool = False
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -152,8 +154,9 @@ class OnnxRunner:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        # idle pool threads sleep instead of spinning: the stack's processes share a few cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # idle pool threads sleep instead of spinning where the stack's processes share a few cores;
+        # a pool with cores of its own saves their wake-ups (the detector at 2 threads: 5 ms a frame)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             index = int(device.partition(":")[2] or 0)
@@ -188,8 +191,9 @@ def create_runner(
     onnx_file: str | Path | None = None,
     precision: str = "fp16",
     log: Callable[[str], None] = print,
+    spinning: bool = False,
 ):
-    """A runner for ``backend``.
+    """A runner for ``backend``; ``spinning``: ONNX Runtime's idle pool threads spin between operators.
 
     ``auto`` = TensorRT when a GPU, TensorRT and a built engine exist, else ONNX Runtime, else PyTorch.
     ``tensorrt`` without an engine for this GPU fails at start-up naming the file and the build command.
@@ -207,7 +211,7 @@ def create_runner(
         runner = _tensorrt_runner(spec, checkpoint, device, precision, onnx_file, strict=backend == "tensorrt", log=log)
     if runner is None and backend in ("auto", "onnxruntime") and (backend == "onnxruntime" or _has_onnxruntime()):
         onnx = check_model_file(onnx_file, "ONNX file") if onnx_file else ensure_onnx(spec, checkpoint, log)
-        runner = OnnxRunner(spec, onnx, device, threads)
+        runner = OnnxRunner(spec, onnx, device, threads, spinning)
     if runner is None:
         runner = TorchRunner(spec, checkpoint, device, threads)
     log(f"{spec.name}: backend {runner.backend} on {device} (asked: {backend})")

@@ -252,3 +252,14 @@ def test_mean_ap_counts_found_objects_and_ignores_tiny_ones():
     assert sized["ap50_per_class"] == {1: pytest.approx(0.5, abs=0.01)} and sized["objects"] == 2
     on_tiny = ImageResult(truth[[0, 2]], np.array([0.9, 0.95]), np.array([1, 2]), truth[:2], classes[:2])
     assert mean_ap([on_tiny], [1], min_size=10.0)["map50"] == mean_ap([half], [1])["map50"]
+
+
+@pytest.mark.parametrize("spinning", [True, False])
+def test_pool_spinning_reaches_the_onnx_runtime_session(spinning):
+    from perception_nodes.flying_objects.detector import DetectorConfig, FlyingObjectDetector
+    from racestack.paths import models_dir
+
+    weights = models_dir() / "detector_yolov8n" / "weights-int8-480x640.onnx"
+    config = DetectorConfig(weights=str(weights), backend="onnxruntime", threads=2, spinning=spinning)
+    options = FlyingObjectDetector(config, log=lambda _: None).runner.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")

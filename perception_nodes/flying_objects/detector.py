@@ -57,6 +57,7 @@ class DetectorConfig:
     class_names: Sequence[str] = ()
     classes: Sequence[str] = ()
     threads: int | None = None
+    spinning: bool = False
 
 
 def read_model_info(path: str | Path) -> ModelInfo:
@@ -243,6 +244,7 @@ class FlyingObjectDetector:
             threads=config.threads,
             onnx_file=info.path if info.is_onnx else None,
             log=log,
+            spinning=config.spinning,
         )
         self.backend = self.runner.backend
         self.preprocess = Preprocessor(input_hw)

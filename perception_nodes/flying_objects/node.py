@@ -29,10 +29,10 @@ from racestack.pointcloud import SerializedCloud, read_points
 from racestack.stats import RollingStats
 from racestack.transforms import camera_optical_matrix, pose_matrix, transform_points
 
-# the CPU default: int8 at 608x800 (held-out mAP50 0.81, 0.77 on a second sample; node p50 40-52 ms on two
-# threads; docs/detector.md)
-DEFAULT_WEIGHTS = "detector_yolov8n/weights-int8-608x800.onnx"
-DEFAULT_INPUT_SIZE = [608, 800]
+# the CPU default: int8 at 672x896, the 640x480 image upscaled 1.4x (held-out mAP50 0.83, 0.79 on a second
+# sample, 0.81 pooled; docs/detector.md)
+DEFAULT_WEIGHTS = "detector_yolov8n/weights-int8-672x896.onnx"
+DEFAULT_INPUT_SIZE = [672, 896]
 ENCODINGS = ("rgb8", "bgr8")
 BOX_COLORS = {1: (60, 150, 255), 2: (240, 200, 40), 3: (160, 80, 230), 4: (50, 230, 120), 5: (200, 200, 200)}
 
@@ -58,6 +58,12 @@ PARAMS: tuple[Param, ...] = (
     Param("backend", "auto", "Inference backend (auto: TensorRT on a GPU, else ONNX Runtime).", choices=BACKENDS),
     Param("device", "cpu", "cpu or cuda:N."),
     Param("threads", 0, "CPU threads for inference (0: RACESTACK_THREADS / library default).", min=0, max=256),
+    Param(
+        "pool_spinning",
+        True,
+        "ONNX Runtime's idle pool threads spin between operators instead of sleeping (5 ms less a frame at "
+        "2 threads; turn off where the pool shares its cores; no pool at 1 thread).",
+    ),
     Param(
         "input_size",
         DEFAULT_INPUT_SIZE,
@@ -119,6 +125,7 @@ class FlyingObjectDetectorNode(RacestackNode):
                 class_names=[n.strip() for n in p.class_names.split(",") if n.strip()],
                 classes=p.classes,
                 threads=p.threads or None,
+                spinning=p.pool_spinning,
             ),
             log=log,
         )
