@@ -1,9 +1,9 @@
 """Static int8 quantization of the detector's ONNX graph for ONNX Runtime on the CPU.
 
-On a CPU with AVX-512 VNNI (this project's EPYC) ONNX Runtime runs int8 convolutions about twice as
-fast as float32: the yolov8n graph at 608x800 takes 34 ms instead of 59 ms on two threads, which is
-what lets the upscaled input that reaches mAP50 0.8 (672x896, 43 ms) fit the 60 ms budget
-(docs/detector.md).
+On a CPU with AVX-512 VNNI (the AMD EPYC these figures come from; the Intel host of 2026-12-07 has it
+too) ONNX Runtime runs int8 convolutions about twice as fast as float32: the yolov8n graph at 608x800
+takes 34 ms instead of 59 ms on two threads, which is what lets the upscaled input that reaches mAP50
+0.8 (672x896, 43 ms) fit the 60 ms budget (docs/detector.md).
 
 What is quantized: convolutions (per-channel int8 weights), the SiLU activations (Sigmoid, Mul),
 residual Adds, the SPPF MaxPools and the upsampling Resizes, with uint8 activations whose ranges
