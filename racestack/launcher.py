@@ -31,13 +31,15 @@ from racestack.shm import remove_stale_segments
 STOP_GRACE_S = 10.0
 _PR_SET_PDEATHSIG = 1
 KILL_GRACE_S = 3.0
+TAIL_LINES = 100  # enough for a fatal signal's dump of every thread's stack
+REPORT_LINES = 10
 
 
 @dataclass
 class NodeProcess:
     spec: ProcessSpec
     popen: subprocess.Popen
-    tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=25))
+    tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
     reader: threading.Thread | None = None
     reported: bool = False
 
@@ -101,7 +103,7 @@ class LaunchSession:
             node.reported = True
             if node.reader is not None:
                 node.reader.join(timeout=1.0)
-            last = "\n    ".join(list(node.tail)[-10:]) or "(no output)"
+            last = "\n    ".join(last_lines(list(node.tail), code)) or "(no output)"
             report = f"node '{node.spec.name}' exited with code {code}; last lines:\n    {last}"
             self.failures.append(report)
             self.echo(f"[racestack launch] {report}")
@@ -162,6 +164,19 @@ def _die_with_parent() -> None:
     """In the child: get SIGTERM when the launcher dies, even by SIGKILL (no orphaned nodes)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def last_lines(tail: list[str], code: int) -> list[str]:
+    """What a dead node's report quotes: its last lines, or, killed by a fatal signal, the whole dump
+    of its threads' stacks (racestack.process.own_process) and the line it printed before it.
+
+    Ten lines of a dump showed CI only the outermost frames of a node's SIGSEGV, not where it died.
+    The dump's list of extension modules says nothing about the crash and is left out.
+    """
+    starts = [i for i, line in enumerate(tail) if line.startswith("Fatal Python error")]
+    if code >= 0 or not starts:
+        return tail[-REPORT_LINES:]
+    return [line for line in tail[max(starts[-1] - 1, 0):] if not line.startswith("Extension modules:")]
 
 
 def transport_warning(env: dict[str, str]) -> str | None:

@@ -362,10 +362,19 @@ _ARRAY_TYPES = {
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
-    """Spin one node until SIGINT/SIGTERM; start-up errors are printed naming the culprit (exit 2)."""
+    """Spin one node until SIGINT/SIGTERM, then destroy it and its DDS participant.
+
+    A start-up error is printed naming the culprit and returns 2 at once, the half-built node and its
+    participant left to the process's exit (``node_main`` leaves with ``os._exit``): torn down, such a
+    node twice died of SIGSEGV in CI (exit -11 instead of 2), once freed by the garbage collector and
+    once destroyed as a node, both after the error was printed, and never in 240 tries here. A node
+    that never ran has nothing to flush; its shared-memory segment is removed by the next launch
+    (``racestack.shm``), as those of the ``racestack`` command, which never deletes its participant.
+    """
     rclpy.init(args=sys.argv if args is None else args)
     node = None
     executor = SingleThreadedExecutor()
+    half_built = False
     try:
         node = factory()
         executor.add_node(node)
@@ -375,8 +384,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
             spin_frames(node, executor)
     except StartupError as exc:
         print(f"[racestack] start-up error: {exc}", file=sys.stderr, flush=True)
-        if node is None:
-            node = _half_built(exc)
+        half_built = node is None
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -386,7 +394,8 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
             return INTERRUPTED_EXIT
         raise
     finally:
-        _close(node, executor)
+        if not half_built:
+            _close(node, executor)
     return 0
 
 
@@ -430,22 +439,6 @@ def _spin_recording(executor: SingleThreadedExecutor, failures: list[BaseExcepti
         pass
     except BaseException as exc:  # handed to the frame loop, which raises it in the main thread
         failures.append(exc)
-
-
-def _half_built(exc: BaseException) -> Node | None:
-    """The node whose constructor raised ``exc``, if any.
-
-    Left to the garbage collector, its timer, clock and publishers were freed in a cycle's arbitrary
-    order after the context's shutdown, and a node stopping on a start-up error once died of SIGSEGV
-    (CI, exit -11 instead of 2); destroyed as a node, they go in rclpy's order.
-    """
-    trace = exc.__traceback__
-    while trace is not None:
-        candidate = trace.tb_frame.f_locals.get("self")
-        if isinstance(candidate, Node):
-            return candidate
-        trace = trace.tb_next
-    return None
 
 
 def _close(node: Node | None, executor: SingleThreadedExecutor) -> None:

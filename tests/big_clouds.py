@@ -4,7 +4,7 @@ A long-lived process's shared-memory segment also holds what its other writers s
 fresh writer shows what the segment itself has room for.
 ``python tests/big_clouds.py TOPIC GO`` waits for a subscriber and prints "matched", waits for the
 file GO, publishes two 6.4 MB clouds 0.1 s apart, prints their stamps, and stays a few seconds so
-that a reader can still take them. Without a subscriber or GO within 60 s it exits 3.
+that a reader can still take them. Without a subscriber or GO within 30 s it exits 3.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from racestack.pointcloud import xyz_to_cloud
 from racestack.process import leave, own_process
 
 POINTS = 400_000  # x, y, z, intensity float32: 6.4 MB, an Ouster OS1-64 sweep's size
-WAIT_S = 60.0
+WAIT_S = 30.0
 STAY_S = 3.0
 
 

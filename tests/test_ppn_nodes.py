@@ -273,7 +273,7 @@ def test_missing_checkpoint_fails_at_startup_naming_the_file(tmp_path):
     with launched(slots, heard=False) as session:
         assert session.wait(duration_s=60.0) == 1
         report = "\n".join(session.failures)
-    assert "exited with code 2" in report and str(missing) in report
+    assert "exited with code 2" in report and str(missing) in report, report
 
 
 def _ouster_clouds(folder: Path) -> list[PointCloud2]:

@@ -291,6 +291,28 @@ def test_killed_node_is_reported() -> None:
         assert "node 'topic_stats' exited with code -9" in session.failures[0]
 
 
+def test_a_crashed_node_is_reported_with_the_stack_it_died_in(tmp_path) -> None:
+    """CI once quoted only the outermost frames of a node's SIGSEGV: the report holds the whole dump."""
+    script = tmp_path / "crashing_node"
+    script.write_text(
+        f"#!{sys.executable}\nimport os, signal\nfrom racestack.process import own_process\n"
+        "def deep(level):\n"
+        "    if level:\n"
+        "        deep(level - 1)\n"
+        "    print('about to crash', flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGSEGV)\n"
+        "own_process()\ndeep(12)\n"
+    )
+    script.chmod(0o755)
+    with launched({"crash": {"name": "crashing_node", "executable": str(script)}}, heard=False) as session:
+        assert session.wait(duration_s=30.0) == 1
+        report = "\n".join(session.failures)
+    assert "node 'crashing_node' exited with code -11" in report, report
+    assert "about to crash" in report and "Segmentation fault" in report, report
+    assert "line 8 in deep" in report and report.count("in deep") == 13, report
+    assert "Extension modules" not in report, report
+
+
 def test_racestack_launch_stops_everything_on_sigint_within_5s() -> None:
     cli = subprocess.Popen(
         [sys.executable, "-m", "racestack.cli", "launch", "smoke"],
@@ -355,25 +377,26 @@ def test_a_process_that_crashes_prints_its_stacks() -> None:
     assert "Segmentation fault" in result.stderr and 'File "<string>", line 4' in result.stderr, result.stderr
 
 
-def test_a_node_whose_constructor_fails_is_destroyed_before_the_exit() -> None:
-    """A start-up error leaves a half-built node (timer, publishers): it is destroyed as a node, not
-    left to the garbage collector after the context's shutdown, and the process exits 2."""
+def test_a_node_whose_constructor_fails_leaves_with_code_2_untouched() -> None:
+    """A start-up error ends the process at once with code 2: the half-built node is not torn down
+    (CI saw that die of SIGSEGV after the error was printed), and nothing else runs after it."""
     code = (
         "from rclpy.node import Node\nfrom racestack.errors import StartupError\n"
-        "from racestack.node import run_node\ndestroyed = []\n"
+        "from racestack.node import node_main\n"
         "class Broken(Node):\n"
         "    def __init__(self):\n"
         "        super().__init__('broken')\n"
         "        self.create_timer(0.1, lambda: None)\n"
         "        raise StartupError(\"model file 'x.pt' does not exist\")\n"
         "    def destroy_node(self):\n"
-        "        destroyed.append(self.get_name())\n"
+        "        print('destroyed', flush=True)\n"
         "        super().destroy_node()\n"
-        "print('exit', run_node(Broken, ['test']), destroyed)\n"
+        "node_main(Broken)()\nprint('after the exit', flush=True)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert "exit 2 ['broken']" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
     assert "start-up error: model file 'x.pt'" in result.stderr
+    assert "destroyed" not in result.stdout and "after the exit" not in result.stdout, result.stdout
 
 
 def test_the_exit_watchdog_never_ends_a_library_caller() -> None:
