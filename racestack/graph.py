@@ -54,6 +54,7 @@ _NODE_KEYS = {
     "required",
     "threads",
     "nice",
+    "cpus",
 }
 
 
@@ -81,6 +82,7 @@ class NodeSpec:
     required: bool = True
     threads: int = 0
     nice: int = 0  # CPU priority below the others' (0-19): a branch the real-time chain must not wait on
+    cpus: tuple[int, ...] = ()  # the cores its process may run on; () = any
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class ProcessSpec:
     env: dict[str, str]
     required: bool
     params_file: str
+    cpus: tuple[int, ...] = ()
 
 
 def load_graph_file(path: str | Path) -> dict[str, Any]:
@@ -237,7 +240,8 @@ def graph_to_processes(
         if node.nice:
             env[NICE_VARIABLE] = str(node.nice)
         processes.append(
-            ProcessSpec(name=node.name, cmd=cmd, env=env, required=node.required, params_file=str(params_file))
+            ProcessSpec(name=node.name, cmd=cmd, env=env, required=node.required, params_file=str(params_file),
+                        cpus=node.cpus)
         )
     return processes
 
@@ -301,6 +305,20 @@ def _nice(value: Any, where: str) -> int:
     return value
 
 
+def _cpus(value: Any, where: str) -> tuple[int, ...]:
+    """Cores as given, each one this process may run on: a graph pinned to cores a machine lacks
+    fails at launch naming them, not as a node that never starts."""
+    if value is None:
+        return ()
+    available = sorted(os.sched_getaffinity(0))
+    if not isinstance(value, list) or not value or any(isinstance(c, bool) or not isinstance(c, int) for c in value):
+        raise GraphError(f"{where}: 'cpus' must be a non-empty list of core numbers, got {value!r}")
+    missing = sorted(set(value) - set(available))
+    if missing:
+        raise GraphError(f"{where}: 'cpus' names {missing}, not among this machine's cores {available}")
+    return tuple(sorted(set(value)))
+
+
 def _node_spec(slot: str, impl: str, raw: Any) -> NodeSpec:
     where = f"slot '{slot}', implementation '{impl}'"
     if not isinstance(raw, dict):
@@ -328,4 +346,5 @@ def _node_spec(slot: str, impl: str, raw: Any) -> NodeSpec:
         required=bool(raw.get("required", True)),
         threads=int(raw.get("threads", 0)),
         nice=_nice(raw.get("nice", 0), f"{where}, node '{raw['name']}'"),
+        cpus=_cpus(raw.get("cpus"), f"{where}, node '{raw['name']}'"),
     )

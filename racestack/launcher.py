@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from racestack.graph import GraphError, ProcessSpec, build_processes
@@ -73,7 +74,7 @@ class LaunchSession:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=partial(_prepare_child, spec.cpus),
                 text=True,
                 errors="replace",
                 bufsize=1,
@@ -160,10 +161,13 @@ def _stop(nodes: list[NodeProcess], grace_s: float) -> None:
             node.reader.join(timeout=1.0)
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the launcher dies, even by SIGKILL (no orphaned nodes)."""
+def _prepare_child(cpus: tuple[int, ...]) -> None:
+    """In the child, before its program starts: SIGTERM when the launcher dies, even by SIGKILL (no
+    orphaned nodes), and the node's cores, inherited by every thread it will start (DDS's included)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
 
 
 def last_lines(tail: list[str], code: int) -> list[str]:

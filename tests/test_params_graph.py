@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,33 @@ def test_nice_reaches_the_process_and_lowers_its_priority(tmp_path) -> None:
     bad = dict(GRAPH, slots={**GRAPH["slots"], "sensor": {"name": "sensor", "entry": "cloud_relay", "nice": 40}})
     with pytest.raises(GraphError, match="node 'sensor': 'nice' must be an integer from 0 to 19"):
         resolve_graph(bad)
+
+
+def test_cpus_pin_every_thread_of_the_launched_process(tmp_path) -> None:
+    core = max(os.sched_getaffinity(0))
+    graph = {"name": "pinned", "slots": {"pinned": {"name": "pinned", "executable": "/bin/true", "cpus": [core]}}}
+    spec = graph_to_processes(resolve_graph(graph), tmp_path)[0]
+    assert spec.cpus == (core,)
+    # a thread started after the exec, as DDS's are, runs on the node's cores too
+    script = (
+        "import os, threading\nseen = []\n"
+        "worker = threading.Thread(target=lambda: seen.append(sorted(os.sched_getaffinity(0))))\n"
+        "worker.start()\nworker.join()\nprint(sorted(os.sched_getaffinity(0)), seen[0], flush=True)\n"
+        "import time\ntime.sleep(30)\n"
+    )
+    lines: list[str] = []
+    pinned = ProcessSpec("pinned", [sys.executable, "-c", script], dict(os.environ), True, "", cpus=spec.cpus)
+    with LaunchSession([pinned], echo=lines.append) as session:
+        deadline = time.monotonic() + 30.0
+        while not lines and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert session.running() == ["pinned"]
+    assert lines and lines[0].endswith(f"[{core}] [{core}]"), lines
+    not_a_list = "must be a non-empty list"
+    for bad, message in (([], not_a_list), ("0", not_a_list), ([9999], r"names \[9999\], not among")):
+        broken = {"name": "pinned", "slots": {"pinned": {"name": "pinned", "executable": "/bin/true", "cpus": bad}}}
+        with pytest.raises(GraphError, match=f"node 'pinned': 'cpus' {message}"):
+            resolve_graph(broken)
 
 
 def test_shipped_graphs_resolve(tmp_path) -> None:
