@@ -310,9 +310,9 @@ def _cpus(value: Any, where: str) -> tuple[int, ...]:
     fails at launch naming them, not as a node that never starts."""
     if value is None:
         return ()
-    available = sorted(os.sched_getaffinity(0))
     if not isinstance(value, list) or not value or any(isinstance(c, bool) or not isinstance(c, int) for c in value):
         raise GraphError(f"{where}: 'cpus' must be a non-empty list of core numbers, got {value!r}")
+    available = sorted(os.sched_getaffinity(0))
     missing = sorted(set(value) - set(available))
     if missing:
         raise GraphError(f"{where}: 'cpus' names {missing}, not among this machine's cores {available}")
