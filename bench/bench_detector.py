@@ -157,8 +157,7 @@ class Setup:
 
 def default_setups() -> list[Setup]:
     """The node's defaults (the CPU default model), the lite graph's setting, the float checkpoint."""
-    from perception_nodes.flying_objects.detector import read_model_info
-    from perception_nodes.flying_objects.node import DEFAULT_WEIGHTS
+    from perception_nodes.flying_objects.detector import DEFAULT_WEIGHTS, read_model_info
     from racestack.paths import models_dir, share_dir
 
     lite = yaml.safe_load((share_dir() / "config" / "params" / "lite.yaml").read_text())

@@ -14,7 +14,12 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
-from perception_nodes.flying_objects.detector import DetectorConfig, FlyingObjectDetector
+from perception_nodes.flying_objects.detector import (
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_WEIGHTS,
+    DetectorConfig,
+    FlyingObjectDetector,
+)
 from perception_nodes.flying_objects.lifting import SIZE_PRIORS, CameraModel, LiftingConfig, lift_boxes
 from perception_nodes.flying_objects.postprocess import Thresholds
 from perception_nodes.flying_objects.preprocess import check_input_size
@@ -29,10 +34,6 @@ from racestack.pointcloud import SerializedCloud, read_points
 from racestack.stats import RollingStats
 from racestack.transforms import camera_optical_matrix, pose_matrix, transform_points
 
-# the CPU default: int8 at 672x896, the 640x480 image upscaled 1.4x (held-out mAP50 0.83, 0.79 on a second
-# sample, 0.81 pooled; docs/detector.md)
-DEFAULT_WEIGHTS = "detector_yolov8n/weights-int8-672x896.onnx"
-DEFAULT_INPUT_SIZE = [672, 896]
 ENCODINGS = ("rgb8", "bgr8")
 BOX_COLORS = {1: (60, 150, 255), 2: (240, 200, 40), 3: (160, 80, 230), 4: (50, 230, 120), 5: (200, 200, 200)}
 
@@ -66,7 +67,7 @@ PARAMS: tuple[Param, ...] = (
     ),
     Param(
         "input_size",
-        DEFAULT_INPUT_SIZE,
+        list(DEFAULT_INPUT_SIZE),
         "Network input [h, w] or [s] in pixels, multiples of 32 (an ONNX file's fixed size wins).",
         check=_input_size_problem,
         element_type=int,

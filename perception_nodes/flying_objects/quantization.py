@@ -142,6 +142,8 @@ def float_onnx(weights: Path, input_hw: tuple[int, int]) -> Path:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from perception_nodes.flying_objects.detector import DEFAULT_INPUT_SIZE
+
     parser.add_argument(
         "--weights", type=Path, default=Path("models/detector_yolov8n/weights.pt"), help=".pt or float .onnx"
     )
@@ -149,7 +151,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="train", help="split to draw the calibration images from")
     parser.add_argument("--count", type=int, default=CALIBRATION_IMAGES, help="calibration images")
     parser.add_argument("--seed", type=int, default=0, help="which images are drawn")
-    parser.add_argument("--input-size", type=int, nargs=2, default=[672, 896], help="network input h w (.pt only)")
+    parser.add_argument(
+        "--input-size", type=int, nargs=2, default=list(DEFAULT_INPUT_SIZE), help="network input h w (.pt only)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="where the int8 ONNX file goes")
 
 
