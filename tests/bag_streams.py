@@ -1,10 +1,12 @@
 """A publisher process for the bag tests: a few topics with distinct QoS, every message saved.
 
 ``python tests/bag_streams.py OUT.pkl --rounds N`` publishes a latched map at once, waits for a
-subscriber (the recorder) on every stream, and for the file named by ``--go`` if given (the caller
-saw its recorder's side match: a best-effort message sent before that is lost), then publishes N
-rounds of cloud, odometry, text and a best-effort status, and pickles ``[(topic, serialized bytes),
-...]`` in publish order for byte comparisons.
+subscriber (the recorder) on every stream, and for the file named by ``--go`` if given, then
+publishes N rounds of cloud, odometry, text and a best-effort status, and pickles ``[(topic,
+serialized bytes), ...]`` in publish order for byte comparisons.
+While it waits for ``--go`` it sends best-effort messages on ``READY``: the caller gives the go once
+one has reached its process, since a matched reader is not yet one that best-effort data reaches
+(after a module of node tests, all four statuses sent 0.5 s after the recorder's side matched were lost).
 Without a subscriber on every stream within 30 s it publishes nothing more and exits 3.
 Messages go out pre-serialized: a message object would be serialized again by the middleware,
 whose padding bytes differ from ``serialize_message``'s, so only bytes compare exactly end to end.
@@ -39,6 +41,7 @@ CLOUD, ODOM, TEXT, STATUS, MAP = (
     "/bagtest/status",
     "/bagtest/map",
 )
+READY = "/bagtest/ready"  # not a stream: the delivery check before the go
 STREAMS = (CLOUD, ODOM, TEXT, STATUS)
 ALL_TOPICS = (*STREAMS, MAP)
 POINTS = 20_000
@@ -77,12 +80,14 @@ def round_messages(k: int, stamp_ns: int) -> list[tuple[str, object]]:
     ]
 
 
-def wait_until(ready: Callable[[], bool], timeout_s: float) -> bool:
-    """Polls ``ready`` until it holds (True) or ``timeout_s`` has passed (False)."""
+def wait_until(ready: Callable[[], bool], timeout_s: float, meanwhile: Callable[[], None] = lambda: None) -> bool:
+    """Polls ``ready`` until it holds (True) or ``timeout_s`` has passed (False), calling ``meanwhile``
+    between polls."""
     deadline = time.monotonic() + timeout_s
     while not ready():
         if time.monotonic() > deadline:
             return False
+        meanwhile()
         time.sleep(0.02)
     return True
 
@@ -106,10 +111,13 @@ def main(node: Node, argv: list[str] | None = None) -> int:
         unmatched = [topic for topic, p in pubs.items() if p.get_subscription_count() == 0]
         print(f"no subscriber on {unmatched} after 30 s: no stream published", flush=True)
         return NO_SUBSCRIBER
-    if args.go and not wait_until(pathlib.Path(args.go).exists, 30.0):
-        print(f"no go from the caller ({args.go}) within 30 s: no stream published", flush=True)
-        return NO_SUBSCRIBER
-    time.sleep(0.5)
+    if args.go:
+        ready = node.create_publisher(String, READY, sensor_qos(1))
+        if not wait_until(pathlib.Path(args.go).exists, 30.0, lambda: ready.publish(String(data="ready"))):
+            print(f"no go from the caller ({args.go}) within 30 s: no stream published", flush=True)
+            return NO_SUBSCRIBER
+    else:
+        time.sleep(0.5)
     for k in range(args.rounds):
         for topic, msg in round_messages(k, time.time_ns()):
             data = serialize_message(msg)

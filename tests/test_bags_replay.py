@@ -15,19 +15,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from bag_streams import ALL_TOPICS, CLOUD, MAP, NO_SUBSCRIBER, ODOM, STATUS, STREAMS, TEXT, wait_until
+from bag_streams import ALL_TOPICS, CLOUD, MAP, NO_SUBSCRIBER, ODOM, READY, STATUS, STREAMS, TEXT, wait_until
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import String
 from support import DISCOVERY_S, diagnostics_values, launched, run_command, stuck
 
-from racestack.bag_record import Recorder
+from racestack.bag_record import DEFAULT_EXCLUDE, Recorder
 from racestack.bag_replay import MATCH_SETTLE_S, BagReplayer
 from racestack.bags import Bag, BagWriter, qos_profile
 from racestack.cdr import header_stamp_ns, message_class
-from racestack.node import ns_to_stamp, result_qos
+from racestack.node import ns_to_stamp, result_qos, sensor_qos
 from racestack.pointcloud import cloud_to_array, xyz_to_cloud
 from racestack.probe import Probe
 
@@ -138,34 +139,39 @@ def as_received(sent: bytes, received: bytes) -> bool:
     return received[: len(sent)] == sent and len(padding) < 4 and not any(padding)
 
 
-def publish_streams(out: Path, rounds: int, recorder: Recorder | None = None) -> None:
+def publish_streams(out: Path, rounds: int, recorder: Recorder | None = None, probe: Probe | None = None) -> None:
     """The publisher process; a second one when the first never matched the recorder (a participant
     that missed discovery does not catch up by waiting: seen once in a fresh-clone run).
 
-    With ``recorder`` (in this process) the streams go out once its subscriptions have matched them
-    too. The publisher sees only its own side: after a module of node tests, this process's side
-    matched over 0.5 s later, and the first two best-effort statuses were lost."""
-    done = _run_publisher(out, rounds, recorder)
+    With ``recorder`` and ``probe`` (both in this process) the streams go out once the recorder's
+    subscriptions have matched them and one of the publisher's best-effort ``READY`` messages has
+    reached this process: the recorder's side matching is not enough (after a module of node tests,
+    the four statuses sent 0.5 s later were all lost)."""
+    done = _run_publisher(out, rounds, recorder, probe)
     if done.returncode == NO_SUBSCRIBER:
-        done = _run_publisher(out, rounds, recorder)
+        done = _run_publisher(out, rounds, recorder, probe)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def _run_publisher(out: Path, rounds: int, recorder: Recorder | None) -> subprocess.CompletedProcess:
+def _run_publisher(
+    out: Path, rounds: int, recorder: Recorder | None, probe: Probe | None
+) -> subprocess.CompletedProcess:
     command = [sys.executable, str(HERE / "bag_streams.py"), str(out), "--rounds", str(rounds)]
-    if recorder is None:
+    if recorder is None or probe is None:
         return run_command(command, timeout=90)
     go = out.with_name(f"{out.name}.go")
     go.unlink(missing_ok=True)
+    delivered = probe.collect(String, READY, sensor_qos(1), keep=1, raw=True)
 
-    def matched() -> bool:
-        return all(recorder.matched_publishers().get(topic, 0) > 0 for topic in STREAMS)
+    def ready() -> bool:
+        matched = recorder.matched_publishers()
+        return bool(delivered.snapshot()) and all(matched.get(topic, 0) > 0 for topic in STREAMS)
 
-    def go_once_matched(process: subprocess.Popen) -> None:
-        if wait_until(lambda: matched() or process.poll() is not None, 60.0) and matched():
+    def go_once_ready(process: subprocess.Popen) -> None:
+        if wait_until(lambda: ready() or process.poll() is not None, 60.0) and ready():
             go.touch()
 
-    return run_command([*command, "--go", str(go)], timeout=90, meanwhile=go_once_matched)
+    return run_command([*command, "--go", str(go)], timeout=90, meanwhile=go_once_ready)
 
 
 TYPES = {
@@ -259,9 +265,10 @@ def test_replay_loops_with_one_clock_jump_per_pass_and_recorded_qos(recorded, pr
 
 def test_sqlite3_record_api_and_replay(tmp_path, probe):
     bag = tmp_path / "streams_sqlite"
-    recorder = Recorder(bag, all_topics=True, storage="sqlite3", log=lambda text: None).start()
+    exclude = f"{DEFAULT_EXCLUDE}|^{READY}$"
+    recorder = Recorder(bag, all_topics=True, storage="sqlite3", exclude=exclude, log=lambda text: None).start()
     try:
-        publish_streams(tmp_path / "sent.pkl", rounds=4, recorder=recorder)
+        publish_streams(tmp_path / "sent.pkl", rounds=4, recorder=recorder, probe=probe)
     finally:
         summary = recorder.stop()
     with open(tmp_path / "sent.pkl", "rb") as handle:
