@@ -1,4 +1,5 @@
-"""PointCloud2 transport between two processes, and the conversion cost alone.
+"""PointCloud2 transport between two processes, the conversion cost alone, and the cost of publishing
+serialized bytes (rclpy's ``publish(bytes)`` against ``racestack.publishing.publish_serialized``).
 
 A publisher process sends a 200,000-point cloud (x, y, z, intensity float32, 3.2 MB) at 10 Hz; this
 process receives it and measures stamp -> callback with the numpy array ready. Targets (issue 2):
@@ -39,6 +40,35 @@ def conversion_cost(repeats: int = 50) -> dict[str, float]:
         assert points.shape == values.shape
     sample = np.array(times[3:])
     return {"p50": float(np.percentile(sample, 50)), "p99": float(np.percentile(sample, 99))}
+
+
+def serialized_publish_cost(repeats: int = 200) -> dict[str, float]:
+    """CPU ms per publish of a serialized 3.2 MB cloud, re-stamped in place, with nobody subscribed: what
+    the publishing process pays before any transport (p50 of each way)."""
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import PointCloud2
+
+    from racestack.cdr import set_header_stamp
+    from racestack.node import sensor_qos
+    from racestack.pointcloud import xyz_to_cloud
+    from racestack.probe import Probe
+    from racestack.publishing import publish_serialized
+
+    data = bytearray(serialize_message(xyz_to_cloud(cloud_values(), FIELDS)))
+    with Probe("bench_serialized_publisher") as probe:
+        pub = probe.node.create_publisher(PointCloud2, "/bench/serialized_points", sensor_qos(1))
+        ways = {"rclpy publish(bytes)": pub.publish, "publish_serialized": lambda d: publish_serialized(pub, d)}
+        costs = {}
+        for name, publish in ways.items():
+            times = []
+            for i in range(repeats):
+                set_header_stamp(data, PointCloud2, i + 1)
+                message = bytes(data) if name.startswith("rclpy") else data
+                start = time.thread_time()
+                publish(message)
+                times.append((time.thread_time() - start) * 1e3)
+            costs[name] = float(np.percentile(times[3:], 50))
+    return costs
 
 
 def publisher(count: int, rate: float, reliable: bool) -> None:
@@ -129,6 +159,11 @@ def main() -> None:
     cost = conversion_cost()
     print(f"conversion numpy->msg->numpy, {POINTS} points: p50 {cost['p50']:.2f} ms, "
           f"p99 {cost['p99']:.2f} ms (target <= 2 ms)")
+    costs = serialized_publish_cost()
+    print(
+        f"publishing a serialized {POINTS}-point cloud (CPU p50 per publish, nobody subscribed): "
+        + ", ".join(f"{name} {ms:.2f} ms" for name, ms in costs.items())
+    )
     for transports in args.transports.split(","):
         result = transport(args.count, args.rate, transports, reliable=args.reliable)
         drops = result["sent"] - result["received"]

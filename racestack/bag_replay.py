@@ -38,6 +38,7 @@ from racestack.bags import TIMINGS, Bag, BagError, BagMessage, BagProblem, Timel
 from racestack.cdr import cdr_problem, header_stamp_ns, message_class
 from racestack.contexts import close_private_node, open_private_context
 from racestack.process import exit_if_stuck
+from racestack.publishing import publish_serialized
 
 DEFAULT_CLOCK_HZ = 100.0
 CLOCK_TOPIC = "/clock"
@@ -263,7 +264,7 @@ class BagReplayer:
             )
             return False
         self.publish_clock(item.time_ns)
-        output.publisher.publish(item.message.data)
+        publish_serialized(output.publisher, item.message.data)
         self.stats.published[item.topic] += 1
         return True
 

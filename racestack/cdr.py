@@ -286,17 +286,16 @@ def header_stamp_ns(data: bytes | memoryview, msg_class: type) -> int | None:
     return stamp if stamp > 0 else None
 
 
-def with_header_stamp(data: bytes, msg_class: type, stamp_ns: int) -> bytes:
-    """A copy of serialized ``data`` with ``header.stamp`` set: re-stamping a stored message costs a
-    copy of its bytes, not a serialization (a replayed 1.6 MB cloud: ~0.1 ms against ~0.3 ms)."""
+def set_header_stamp(buffer: bytearray | memoryview, msg_class: type, stamp_ns: int) -> None:
+    """Set ``header.stamp`` of the serialized message in ``buffer``, in place: re-stamping a stored
+    message costs eight bytes, not a serialization (~0.3 ms of a 1.6 MB cloud) nor a copy (~0.1 ms)."""
     if not _has_header(msg_class):
         raise CdrError(f"{msg_class.__name__} does not begin with a std_msgs/Header")
-    layout = ENCAPSULATIONS.get(bytes(data[:2]))
+    layout = ENCAPSULATIONS.get(bytes(buffer[:2]))
     end = HEADER_STAMP_OFFSET + 8
-    if layout is None or len(data) < end:
+    if layout is None or len(buffer) < end:
         raise CdrError("not a CDR message with a known encapsulation")
-    stamp = packed_stamp("<" if layout[0] else ">", stamp_ns)
-    return b"".join((data[:HEADER_STAMP_OFFSET], stamp, memoryview(data)[end:]))
+    buffer[HEADER_STAMP_OFFSET:end] = packed_stamp("<" if layout[0] else ">", stamp_ns)
 
 
 def packed_stamp(order: str, stamp_ns: int) -> bytes:

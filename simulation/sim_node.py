@@ -28,6 +28,7 @@ from racestack.node import RacestackNode, latched_qos, node_main, ns_to_stamp, r
 from racestack.objects import boxes2d_to_cloud, objects_to_cloud
 from racestack.params import Param
 from racestack.pointcloud import array_to_cloud
+from racestack.publishing import publish_serialized
 from racestack.stats import RollingStats
 from simulation.schema import ConfigError
 from simulation.simulation import Simulation
@@ -332,7 +333,10 @@ class SimulatorNode(RacestackNode):
     @staticmethod
     def _publish(messages: list) -> None:
         for publisher, msg in messages:
-            publisher.publish(msg)
+            if isinstance(msg, bytes):
+                publish_serialized(publisher, msg)
+            else:
+                publisher.publish(msg)
 
     def _odometry(self, stamp) -> Odometry:
         odom = self.sim.odometry()

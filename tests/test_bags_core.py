@@ -28,7 +28,7 @@ from racestack.bags import (
     request_for_offers,
     require_topics,
 )
-from racestack.cdr import CdrError, cdr_problem, header_stamp_ns, message_class, with_header_stamp
+from racestack.cdr import CdrError, cdr_problem, header_stamp_ns, message_class, set_header_stamp
 from racestack.node import ns_to_stamp
 from racestack.pointcloud import xyz_to_cloud
 
@@ -262,13 +262,14 @@ def test_restamped_bytes_deserialize_to_the_same_message_with_the_new_stamp(mess
 
     cloud = next(d for t, _, d in messages if t == CLOUD)
     stamp = 1_800_000_000_123_456_789
-    restamped = with_header_stamp(cloud, PointCloud2, stamp)
+    restamped = bytearray(cloud)
+    set_header_stamp(restamped, PointCloud2, stamp)
     assert header_stamp_ns(restamped, PointCloud2) == stamp
-    before, after = deserialize_message(cloud, PointCloud2), deserialize_message(restamped, PointCloud2)
+    before, after = deserialize_message(cloud, PointCloud2), deserialize_message(bytes(restamped), PointCloud2)
     assert after.header.frame_id == before.header.frame_id and bytes(after.data) == bytes(before.data)
     assert len(restamped) == len(cloud) and restamped[12:] == cloud[12:]
     with pytest.raises(CdrError, match="Header"):
-        with_header_stamp(serialize_message(String(data="x")), String, stamp)
+        set_header_stamp(bytearray(serialize_message(String(data="x"))), String, stamp)
 
 
 def test_timeline_follows_stamps_and_never_goes_back():

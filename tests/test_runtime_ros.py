@@ -161,6 +161,46 @@ def test_a_poller_takes_what_arrived_with_its_reception_time(stack) -> None:
     assert take() == []
 
 
+def test_serialized_bytes_published_from_a_reused_buffer_reach_a_node_with_each_stamp(stack) -> None:
+    """``publish_serialized`` hands rcl the caller's buffer, not a copy: one cloud buffer, re-stamped in
+    place between publishes and passed as bytearray, memoryview, numpy array and bytes, reaches the
+    relay process once per stamp, each time with the stamp it had when it was published."""
+    from racestack.cdr import set_header_stamp
+    from racestack.publishing import one_copy_publishing, publish_serialized
+
+    _, probe, centroids, _, _, _ = stack
+    assert one_copy_publishing(), "rcl's library was not found in this process"
+    publisher = probe.publisher(PointCloud2, "/sensing/lidar/points")
+    buffer = bytearray(serialize_message(_cloud(probe, np.full((1000, 4), 3.0, np.float32))))
+    views = (lambda b: b, memoryview, lambda b: np.frombuffer(b, np.uint8), bytes)
+    stamps = []
+    for view in views:
+        stamps.append(probe.now_ns())
+        set_header_stamp(buffer, PointCloud2, stamps[-1])
+        publish_serialized(publisher, view(buffer))
+        time.sleep(0.15)
+    keys = {(s // 1_000_000_000, s % 1_000_000_000) for s in stamps}
+
+    def arrived() -> set:
+        return keys & {(m.header.stamp.sec, m.header.stamp.nanosec) for m in centroids.messages()}
+
+    assert probe.wait_for(lambda: arrived() == keys, 10.0), f"{len(arrived())} of {len(keys)} stamps came through"
+    for msg in centroids.messages():
+        if (msg.header.stamp.sec, msg.header.stamp.nanosec) in keys:
+            np.testing.assert_allclose([msg.point.x, msg.point.y, msg.point.z], 3.0)
+
+
+def test_publishing_serialized_bytes_on_a_destroyed_publisher_raises(probe) -> None:
+    from rclpy.impl.implementation_singleton import rclpy_implementation
+
+    from racestack.publishing import publish_serialized
+
+    publisher = probe.node.create_publisher(PointCloud2, "/racestack_test/destroyed", 1)
+    probe.node.destroy_publisher(publisher)
+    with pytest.raises(rclpy_implementation.InvalidHandle):
+        publish_serialized(publisher, serialize_message(PointCloud2()))
+
+
 def test_a_polled_subscription_never_wakes_the_executor(stack) -> None:
     """Messages waiting on a polled subscription (``PolledGroup``) stay for ``take_all`` and cost the
     probe's executor thread nothing. With the subscription's QoS events in its wait set, the executor

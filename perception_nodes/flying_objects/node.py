@@ -31,6 +31,7 @@ from racestack.objects import CLASS_ID, FLYING_CLASSES, OBJECT_CLASSES, boxes2d_
 from racestack.params import Param
 from racestack.paths import resolve_share_path
 from racestack.pointcloud import SerializedCloud, read_points
+from racestack.publishing import publish_serialized
 from racestack.stats import RollingStats
 from racestack.transforms import camera_optical_matrix, pose_matrix, transform_points
 
@@ -181,7 +182,7 @@ class FlyingObjectDetectorNode(RacestackNode):
             self.publish_objects(msg, boxes)
             if self.p.debug_image and self.debug_pub.get_subscription_count():
                 annotated = draw_boxes(pixels, boxes, bgr=msg.encoding == "bgr8")
-                self.debug_pub.publish(serialized_image(annotated, msg.encoding, header=msg.header))
+                publish_serialized(self.debug_pub, serialized_image(annotated, msg.encoding, header=msg.header))
 
     def publish_objects(self, msg: Image, boxes: np.ndarray) -> None:
         camera = self.camera

@@ -32,6 +32,7 @@ from racestack.node import (
 )
 from racestack.params import Param
 from racestack.pointcloud import SerializedCloud
+from racestack.publishing import publish_serialized
 from racestack.utility_nodes import decode_cloud
 
 ODOMETRY_DEPTH = 10  # 200 ms of 50 Hz odometry: a sweep's work many times over
@@ -171,10 +172,10 @@ class PpnNode(RacestackNode):
         """Published serialized: a 1 MB map as a message object costs rclpy three copies (0.4 ms)."""
         if kind == "segmentation":
             labels = self.pipeline.segmentation(bev)
-            self.publishers_[kind].publish(serialized_occupancy(labels, self.grid, header))
+            publish_serialized(self.publishers_[kind], serialized_occupancy(labels, self.grid, header))
         else:
             scene = self.pipeline.reconstruction(bev)
-            self.publishers_[kind].publish(serialized_image(scene, "32FC4", header))
+            publish_serialized(self.publishers_[kind], serialized_image(scene, "32FC4", header))
 
 
 class SegmentationNode(PpnNode):

@@ -22,6 +22,7 @@ from racestack.inference import BACKENDS, create_runner
 from racestack.node import RacestackNode, node_main, result_qos, stamp_to_ns
 from racestack.params import Param
 from racestack.paths import models_dir
+from racestack.publishing import publish_serialized
 from simulation.track import Track
 from simulation.vehicles import VehicleParams
 
@@ -89,7 +90,7 @@ class RiskMapNode(RacestackNode, PlannerInputs):
                 labels,
                 grid,
             )
-            self.pub.publish(serialized_risk(values, Header(stamp=stamp, frame_id="base_link")))
+            publish_serialized(self.pub, serialized_risk(values, Header(stamp=stamp, frame_id="base_link")))
 
 
 main = node_main(RiskMapNode)
