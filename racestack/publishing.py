@@ -8,13 +8,12 @@ to the caller's buffer instead (bytes, bytearray, memoryview or a numpy array). 
 the data by the time it returns, so the caller may reuse its buffer at once: re-stamp it in place
 and publish it again, as a replay does.
 
-Where rcl's library cannot be found in this process, rclpy's own publish is used.
+Where rclpy's copy of rcl cannot be found in this process (no /proc), rclpy's own publish is used.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from functools import cache
 from typing import Any
 
@@ -42,8 +41,8 @@ class _ErrorString(ctypes.Structure):
 
 
 def _loaded_library(stem: str) -> str | None:
-    """The path of ``lib<stem>.so`` as this process loaded it with rclpy (the same copy rclpy calls),
-    else what the linker would find."""
+    """The path of ``lib<stem>.so`` as rclpy loaded it into this process: another copy of rcl would
+    not know rclpy's publishers."""
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
@@ -52,7 +51,7 @@ def _loaded_library(stem: str) -> str | None:
                     return path
     except OSError:
         pass
-    return ctypes.util.find_library(stem)
+    return None
 
 
 @cache
