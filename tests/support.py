@@ -107,9 +107,23 @@ def run_command(
     return subprocess.CompletedProcess(cmd, process.returncode, stdout, stderr)
 
 
+def thread_states(pid: int) -> str:
+    """Each thread's name, state and kernel wait channel: where a native thread waits, which Python's
+    stacks do not show."""
+    states = []
+    for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            states.append(f"{(task / 'comm').read_text().strip()} {state} {(task / 'wchan').read_text() or '-'}")
+        except OSError:
+            continue
+    return "; ".join(states)
+
+
 def stuck(process: subprocess.Popen, what: str) -> AssertionError:
     """Asks a process that should have ended for its stacks (racestack processes print them on
     SIGUSR1), kills it, and says where it was."""
+    states = thread_states(process.pid)
     process.send_signal(signal.SIGUSR1)
     try:
         stdout, stderr = process.communicate(timeout=STACKS_GRACE_S)
@@ -117,7 +131,10 @@ def stuck(process: subprocess.Popen, what: str) -> AssertionError:
         process.kill()
         stdout, stderr = process.communicate()
     output = f"{(stdout or '')[-3000:]}\n{(stderr or '')[-8000:]}"
-    return AssertionError(f"{' '.join(map(str, process.args))} {what}; its output and stacks:\n{output}")
+    return AssertionError(
+        f"{' '.join(map(str, process.args))} {what}; its threads (name, state, wait): {states}; "
+        f"its output and stacks:\n{output}"
+    )
 
 
 def absent_modules_code(*names: str) -> str:

@@ -371,13 +371,13 @@ def test_a_stalled_best_effort_reader_still_gets_two_sensor_size_clouds(tmp_path
     topic, bag, go = "/bagtest/big", tmp_path / "big", tmp_path / "go"
     recorder = start_racestack("record", "-o", str(bag), topic)
     command = [sys.executable, str(HERE / "big_clouds.py"), topic, str(go)]
-    writer = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stamps: list[int] = []
     try:
         matched = writer.stdout.readline().strip()
         if matched == "no subscriber":  # a participant that missed discovery: as in publish_streams
             writer.communicate()
-            writer = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+            writer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             matched = writer.stdout.readline().strip()
         if matched == "matched":
             time.sleep(MATCH_SETTLE_S)  # the recorder's side of the match
@@ -388,7 +388,11 @@ def test_a_stalled_best_effort_reader_still_gets_two_sensor_size_clouds(tmp_path
                 time.sleep(0.5)
             finally:
                 recorder.send_signal(signal.SIGCONT)
-            assert writer.wait(timeout=30) == 0
+            try:
+                writer.communicate(timeout=30)  # drains its stderr meanwhile: a full pipe would block it
+            except subprocess.TimeoutExpired:
+                raise stuck(writer, f"printed its stamps {stamps} and had not exited 30 s later") from None
+            assert writer.returncode == 0
     finally:
         writer.kill()
         writer.communicate()
