@@ -163,10 +163,13 @@ def main() -> None:
     cost = conversion_cost()
     print(f"conversion numpy->msg->numpy, {POINTS} points: p50 {cost['p50']:.2f} ms, "
           f"p99 {cost['p99']:.2f} ms (target <= 2 ms)")
+    from racestack.publishing import one_copy_publishing
+
     costs = serialized_publish_cost()
     print(
         f"publishing a serialized {POINTS}-point cloud (CPU p50 per publish, nobody subscribed): "
         + ", ".join(f"{name} {ms:.2f} ms" for name, ms in costs.items())
+        + ("" if one_copy_publishing() else "  (rcl not found: publish_serialized fell back to rclpy's publish)")
     )
     for transports in args.transports.split(","):
         result = transport(args.count, args.rate, transports, reliable=args.reliable)

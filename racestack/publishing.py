@@ -76,7 +76,8 @@ def _rcl() -> tuple[Any, Any] | None:
 
 
 def one_copy_publishing() -> bool:
-    """Whether ``publish_serialized`` skips rclpy's copy in this process (for benchmark reports)."""
+    """Whether ``publish_serialized`` skips rclpy's copy in this process: its fallback is otherwise
+    silent, so the transport bench says when its figure compares rclpy with itself."""
     return _rcl() is not None
 
 
