@@ -19,6 +19,7 @@ import pathlib
 import pickle
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 import numpy as np
 import rclpy
@@ -92,6 +93,17 @@ def wait_until(ready: Callable[[], bool], timeout_s: float, meanwhile: Callable[
     return True
 
 
+def run_publisher(name: str, main: Callable[[Node], int]) -> NoReturn:
+    """Runs a publisher script's ``main`` on a fresh node and ends the process without deleting the
+    node's DDS participant, which Fast DDS can block in for ever, GIL held. The node stays referenced
+    here until the exit: one freed when ``main``'s frame ended had its writers' deletion hang (a CI
+    run's publisher past 90 s, and 2 of ~19 runs of ``big_clouds.py``, stacks at the call)."""
+    own_process()  # SIGUSR1 prints its stacks (tests.support.stuck)
+    rclpy.init()
+    node = Node(name)
+    leave(main(node))
+
+
 def main(node: Node, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -134,9 +146,4 @@ def main(node: Node, argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    own_process()  # SIGUSR1 prints its stacks (tests.support.stuck)
-    rclpy.init()
-    # held here until the exit: freed when main's frame ended, its writers' deletion blocked in Fast
-    # DDS (a CI run's publisher hung there past 90 s, stack at ``leave(main())``)
-    publisher = Node("bag_stream_publisher")
-    leave(main(publisher))  # no participant deletion: Fast DDS can block in it for ever, GIL held
+    run_publisher("bag_stream_publisher", main)

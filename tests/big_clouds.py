@@ -14,14 +14,12 @@ import sys
 import time
 
 import numpy as np
-import rclpy
-from bag_streams import wait_until
+from bag_streams import run_publisher, wait_until
 from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 
 from racestack.node import ns_to_stamp, sensor_qos
 from racestack.pointcloud import xyz_to_cloud
-from racestack.process import leave, own_process
 
 POINTS = 400_000  # x, y, z, intensity float32: 6.4 MB, an Ouster OS1-64 sweep's size
 WAIT_S = 30.0
@@ -50,6 +48,4 @@ def main(node: Node, topic: str, go: pathlib.Path) -> int:
 
 
 if __name__ == "__main__":
-    own_process()
-    rclpy.init()
-    leave(main(Node("big_cloud_publisher"), sys.argv[1], pathlib.Path(sys.argv[2])))
+    run_publisher("big_cloud_publisher", lambda node: main(node, sys.argv[1], pathlib.Path(sys.argv[2])))
