@@ -97,7 +97,7 @@ def run_publisher(name: str, main: Callable[[Node], int]) -> NoReturn:
     """Runs a publisher script's ``main`` on a fresh node and ends the process without deleting the
     node's DDS participant, which Fast DDS can block in for ever, GIL held. The node stays referenced
     here until the exit: one freed when ``main``'s frame ended had its writers' deletion hang (a CI
-    run's publisher past 90 s, and 2 of ~19 runs of ``big_clouds.py``, stacks at the call)."""
+    run's publisher past 90 s, and 3 of ~19 runs of ``big_clouds.py``, stacks at the call)."""
     own_process()  # SIGUSR1 prints its stacks (tests.support.stuck)
     rclpy.init()
     node = Node(name)
