@@ -516,19 +516,19 @@ def _start_simulator() -> subprocess.Popen:
 
 def test_simulator_recording_replays_like_the_simulator(tmp_path, probe):
     """The embedded simulator recorded with --all: its topics, latched maps, and clouds replayed byte for byte."""
-    bag = tmp_path / "sim"
+    bag, wanted = tmp_path / "sim", (LIDAR, "/map/racing_line")
     with Recorder(bag, all_topics=True, log=lambda text: None) as recorder:
         sim = _start_simulator()
         # discovery between processes takes seconds on a loaded machine: run until enough is recorded
-        enough = recorder.wait_for_topics([LIDAR, "/map/racing_line"], 60.0)
-        if not enough and not {LIDAR, ODOMETRY, "/map/racing_line"} & recorder.subscribed():
+        enough = recorder.wait_for_topics(wanted, 60.0)
+        if not enough and not {*wanted, ODOMETRY} & recorder.subscribed():
             # nothing of it discovered in 60 s (seen once in a fresh-clone run): a participant that
             # missed discovery does not catch up by waiting; restarted, as racestack.liveness does.
             # Only its own topics count: an earlier test's writer, left to its process's exit, is
             # still announced until its lease runs out, and --all subscribes to its topic
             interrupt(sim)
             sim = _start_simulator()
-            enough = recorder.wait_for_topics([LIDAR, "/map/racing_line"], 60.0)
+            enough = recorder.wait_for_topics(wanted, 60.0)
         subscribed = sorted(recorder.subscribed())
         deadline = time.monotonic() + 60.0
         while enough and time.monotonic() < deadline and min(recorder.counts.get(t, 0) for t in (LIDAR, ODOMETRY)) < 10:
